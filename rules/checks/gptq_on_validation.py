@@ -1,0 +1,120 @@
+"""PG404 gptq-on-validation — no quantization calibration on validation tokens.
+
+Rulings: PR #728's validation-calibrated files were pulled and the submission recreated as #1019
+"at @valerio-oai's request" with AR self-generated calibration only (merged 2026-03-30);
+valerio-oai on #677 (2026-03-27) closed "illegal TTT and GPTQ" PRs; README (2cff08e1a): no access
+to validation data during training. Calibration statistics (Hessians, activation scales) computed
+on validation tokens are validation data shaping the shipped weights.
+
+Fires (fail) on: a calibration / Hessian-collection function (`collect_hessians`, `gptq_calibrate`,
+`calibrate_*`, AWQ scales...) that is called with validation-derived data or that reads validation
+shards itself (`DistributedTokenLoader(args.val_files, ...)`), an env switch such as
+`GPTQ_CALIB_SOURCE` resolving to `val` under the logged configuration, or a log saying the
+calibration source is validation. Does not fire on: calibration from the training loader (PG204
+judges its timing), AR self-generated calibration (#1019), a validation-calibration branch that the
+env default / logged configuration switches off (the message says it exists but is off).
+No training script and no log statement: not_applicable.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+
+from ..analysis import program_for
+from ..analysis.env import UNKNOWN
+from ..analysis.index import walk_own
+from ..analysis.taint import is_val_name
+from ..context import AuditContext
+from ..model import Evidence, RuleResult
+from ._base import log_ev, result
+
+ID = "gptq-on-validation"
+CODE = "PG404"
+TITLE = "Quantization is not calibrated on validation data"
+
+CALIB_FN = re.compile(r"(hessian|calib|gptq|awq|smoothquant|collect_stats|act_scale|quant_stats)", re.I)
+
+
+def check(ctx: AuditContext) -> RuleResult:
+    me = sys.modules[__name__]
+    try:
+        return _check(ctx)
+    except Exception as e:  # noqa: BLE001 - a rule never raises
+        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+
+
+def _check(ctx: AuditContext) -> RuleResult:
+    me = sys.modules[__name__]
+    for log in ctx.submission.logs:
+        src = (getattr(log, "gptq_calib_source", None) or "").lower()
+        if src in ("val", "validation"):
+            ll = log.where.get("gptq_calib_source") if getattr(log, "where", None) else None
+            return result(me, "fail", f"{log.file} says GPTQ calibration used validation data",
+                          evidence=[log_ev(log.file, ll.line if ll else None, ll.text if ll else f"calibration source: {src}")])
+    prog, early = program_for(me, ctx)
+    if early is not None:
+        return early
+    sw, taint, index = prog.switches, prog.taint, prog.index
+    fails: list[tuple[str, list[Evidence]]] = []
+    offs: list[Evidence] = []
+
+    # 1. an env switch selecting the calibration source
+    for r in sw.env_reads_matching("CALIB"):
+        if not re.search(r"SOURCE|DATA|SPLIT|FROM|SET", r.var.upper()):
+            continue
+        v = sw.read_state(r)
+        if v is not UNKNOWN and isinstance(v, str) and v.strip().lower() in ("val", "valid", "validation"):
+            fails.append((f"{r.var} selects validation data for calibration", [prog.evidence(r.line)]))
+        elif v is not UNKNOWN and _has_val_branch(prog):
+            offs.append(prog.evidence(r.line, f"{r.var}={v!s}: the validation-calibration path is off"))
+
+    # 2. calibration functions fed validation data, or reading it themselves
+    calib = [fi for fi in index.all_functions() if CALIB_FN.search(fi.name)]
+    calib_names = {fi.qualname for fi in calib}
+    for fi in index.all_functions() + []:
+        for call in fi.calls:
+            targets = [t for t in index.resolve_call(call) if t.qualname in calib_names]
+            if not targets:
+                continue
+            if any(taint.expr(fi, a) for a in [*call.args, *(k.value for k in call.keywords)]):
+                (offs if sw.off_guard(call) else fails).append(
+                    (f"{targets[0].name}() is called with validation data", [prog.evidence(call)]))  # type: ignore[arg-type]
+    for fi in calib:
+        for n in walk_own(fi.node):
+            name = n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name) else None
+            if name and is_val_name(name) and isinstance(getattr(n, "ctx", None), ast.Load):
+                if sw.off_guard(n):
+                    offs.append(prog.evidence(n, "validation calibration branch, switched off"))
+                else:
+                    fails.append((f"{fi.name}() reads validation data ({name}) for calibration",
+                                  [prog.evidence(n)]))
+                break
+    # module/main-level loaders built on val_files and passed to calibration by name
+    for entry in prog.flow.chain:
+        for call in entry.calls:
+            if any(t.qualname in calib_names for t in index.resolve_call(call)):
+                for a in call.args:
+                    if isinstance(a, ast.Name) and re.search(r"calib", a.id) and taint.expr(entry, a):
+                        if not sw.off_guard(call):
+                            fails.append((f"the calibration loader {a.id} is built from validation data",
+                                          [prog.evidence(call)]))
+    fails = [f for f in fails if not isinstance(f, Evidence)]
+    offs_ev = [o if isinstance(o, Evidence) else o[1][0] for o in offs]
+    if fails:
+        return result(me, "fail", fails[0][0], evidence=[e for _, es in fails for e in es][:6])
+    if offs_ev:
+        return result(me, "pass", "a validation-calibration path exists but is off under the logged configuration",
+                      evidence=offs_ev[:4])
+    if calib:
+        return result(me, "pass", f"calibration ({calib[0].name}) does not read validation data")
+    return result(me, "pass", "no quantization calibration on validation data")
+
+
+def _has_val_branch(prog) -> bool:
+    """A comparison against "val" somewhere (the branch a calibration-source switch selects)."""
+    for n in ast.walk(prog.index.tree):
+        if isinstance(n, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in ("val", "validation")
+                                             for c in [n.left, *n.comparators]):
+            return True
+    return False
