@@ -144,10 +144,16 @@ def _create_and_enqueue(settings: Settings, sessions: sessionmaker[Session], *, 
     with sessions() as s:
         sub, created = repo.create_or_get_submission(s, sha256=sha256, source_kind=source_kind,
                                                      **fields)
+        retry = not created and sub.state == "error_infra"
+        if retry:
+            # the last attempt died of an infrastructure fault: sending it again is a retry,
+            # not a new submission (and never counted against the submitter)
+            repo.transition(s, sub, "received", "resubmitted", "submitted again after an "
+                            "infrastructure error")
         s.commit()
         sid, state = sub.id, sub.state
     queued = True
-    if created:
+    if created or retry:
         try:
             enqueue_audit(sid, settings=settings)
         except EnqueueError as exc:

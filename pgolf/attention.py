@@ -16,7 +16,8 @@ try:  # FlashAttention-3 (Hopper). Some builds return (out, lse): take the first
 except Exception:  # noqa: BLE001 - any import failure means "not available"
     _fa3 = None
 
-# PGOLF_SDPA_BACKEND=cudnn picks cuDNN attention on CUDA (faster than FA2 on Hopper); default flash.
+# PGOLF_SDPA_BACKEND picks the SDPA kernel on CUDA when FA3 is missing: "flash" (FA2, what the reference
+# runs used), "cudnn" (cuDNN with native GQA) or "cudnn_repeat" (cuDNN on KV heads repeated to H).
 _SDPA_BACKEND = os.environ.get("PGOLF_SDPA_BACKEND", "flash")
 
 
@@ -32,8 +33,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
         out = _fa3(q, k, v, causal=True)
         return out[0] if isinstance(out, tuple) else out
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if q.is_cuda and _SDPA_BACKEND == "cudnn":
-        # cuDNN's kernel takes no GQA flag: repeat the KV heads (cheap next to the attention itself).
+    if q.is_cuda and _SDPA_BACKEND == "cudnn_repeat":
+        # for cuDNN builds without GQA: repeat the KV heads (costs memory for the saved K/V).
         rep = q.size(2) // k.size(2)
         kt, vt = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
@@ -46,7 +47,7 @@ def configure_sdpa() -> str:
     """Pin the SDPA backend globally (a context manager inside a compiled graph is fragile).
     Returns the sdp_backends log line of the record."""
     cb = torch.backends.cuda
-    cudnn = _SDPA_BACKEND == "cudnn"
+    cudnn = _SDPA_BACKEND.startswith("cudnn")
     cb.enable_cudnn_sdp(cudnn)
     cb.enable_flash_sdp(not cudnn)
     cb.enable_mem_efficient_sdp(False)

@@ -126,7 +126,8 @@ def bench_serialize(args, gptq_out: dict | None = None) -> None:
     torch.load(io.BytesIO(lzma.decompress(ref)), map_location="cpu")
     rows.append(("reference torch.save + LZMA-6", len(ref), f"{t_ref:.2f}", f"{time.perf_counter() - t:.2f}"))
     for label, codecs in (("pgolf lzma-only", ("lzma",)), ("pgolf zstd-only", ("zstd",)),
-                          ("pgolf best-of (default)", serialize.CODECS)):
+                          ("pgolf rANS int8 + zstd rest", ("rans", "zstd")),
+                          ("pgolf best-of rANS/zstd/lzma (default)", serialize.CODECS)):
         t = time.perf_counter()
         blob = serialize.pack(q, meta, codecs=codecs)
         t_pack = time.perf_counter() - t

@@ -144,10 +144,10 @@ def collect_hessians(model: torch.nn.Module, batches, device, autocast_dtype=tor
         model.train(was_training)
     out: dict[str, Tensor] = {}
     for name, H in sums.items():
-        prefix, _, suffix = name.partition(".attn.") if ".attn." in name else name.partition(".mlp.")
-        kind = ("attn." if ".attn." in name else "mlp.") + suffix
-        if kind not in _HOOK_TARGETS:
+        kind = next((k for k in _HOOK_TARGETS if name.endswith("." + k)), None)
+        if kind is None:
             raise KeyError(f"unknown hessian hook name {name}")
+        prefix = name[: -len(kind) - 1]  # "blocks.{i}"
         Hf = finalize_hessian(H, n)
         for w in _HOOK_TARGETS[kind]:
             out[f"{prefix}.{w}"] = Hf

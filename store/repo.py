@@ -76,7 +76,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     RUNNING: frozenset({JUDGING, QUEUED, FAILED, ERROR_INFRA, CANCELLED}),
     JUDGING: frozenset({REPORTED, QUEUED, VALIDATING, FAILED, ERROR_INFRA, CANCELLED}),
     REPORTED: frozenset({PASSED, FAILED, NEEDS_REVIEW}),
-    ERROR_INFRA: frozenset({VALIDATING, QUEUED, RECEIVED, CANCELLED}),
+    ERROR_INFRA: frozenset({VALIDATING, QUEUED, JUDGING, RECEIVED, CANCELLED}),
     PASSED: frozenset({RECEIVED}),
     FAILED: frozenset({RECEIVED}),
     NEEDS_REVIEW: frozenset({RECEIVED}),
@@ -217,6 +217,27 @@ def finish_job(session: Session, job: AuditJob, state: str, *, error_code: str |
     session.flush()
 
 
+def finish_claimed_job(session: Session, job_id: int, *, worker: str, attempt: int) -> bool:
+    """Mark a job done only if it is still held by this (worker, attempt): the one atomic step
+    that decides which of two racing deliveries writes the result."""
+    now = utcnow()
+    job = session.get(AuditJob, job_id)
+    if job is None:
+        return False
+    duration = (now - job.started_at).total_seconds() if job.started_at else None
+    res = session.execute(
+        update(AuditJob)
+        .where(AuditJob.id == job_id, AuditJob.state == JOB_RUNNING, AuditJob.worker == worker,
+               AuditJob.attempts == attempt)
+        .values(state=JOB_DONE, finished_at=now, duration_s=duration, error_code=None, error=None)
+        .execution_options(synchronize_session=False))
+    session.flush()
+    if res.rowcount != 1:
+        return False
+    session.refresh(job)
+    return True
+
+
 def requeue_job(session: Session, job: AuditJob, *, error_code: str | None = None,
                 error: str | None = None) -> None:
     """Give a job back to the queue (infrastructure retry, or a worker that died)."""
@@ -248,7 +269,7 @@ def cancel_jobs(session: Session, submission_id: str) -> list[AuditJob]:
 class StuckJobs:
     past_deadline: list[AuditJob]     # queued/running beyond their deadline
     stale_running: list[AuditJob]     # running, no heartbeat for `stale_after_s`: worker died
-    unpublished: list[AuditJob]       # queued, never published or not picked up in time
+    unpublished: list[AuditJob]       # queued, never published (or a static job not picked up in time)
 
 
 def list_stuck_jobs(session: Session, *, stale_after_s: float, requeue_after_s: float,
@@ -264,9 +285,13 @@ def list_stuck_jobs(session: Session, *, stale_after_s: float, requeue_after_s: 
         or_(AuditJob.heartbeat_at.is_(None), AuditJob.heartbeat_at < stale_cut)))
         if j.id not in past_ids]
     pub_cut = now - timedelta(seconds=requeue_after_s)
+    # Never published (broker down at enqueue), or a static job not picked up in time (the broker
+    # lost it). A reproduce job legitimately waits hours behind another run on the GPU queue, so
+    # it is only republished when it was never published.
     unpublished = [j for j in session.scalars(select(AuditJob).where(
         AuditJob.state == JOB_QUEUED,
-        or_(AuditJob.published_at.is_(None), AuditJob.published_at < pub_cut)))
+        or_(AuditJob.published_at.is_(None),
+            and_(AuditJob.kind == "static", AuditJob.published_at < pub_cut))))
         if j.id not in past_ids]
     return StuckJobs(past, stale, unpublished)
 

@@ -96,9 +96,11 @@ def calibrate(data_dir: str | Path | None = None, tokenizer: str | Path | None =
         argv = [sys.executable, "-m", "pgolf.train"] if nproc == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
              "-m", "pgolf.train"]
+        # the post-training pipeline is not what we time: stop once the last step is logged
         rec = run_sandboxed(argv, submission=empty, run_dir=Path(td) / "run", run_env=cfg_env,
-                            data_dir=Path(data_dir), cfg=SandboxConfig(timeout_s=timeout_s), tracer=False,
-                            sink=lambda stream, line: lines.append(line))
+                            data_dir=Path(data_dir), cfg=SandboxConfig(timeout_s=timeout_s, term_grace_s=2),
+                            tracer=False, sink=lambda stream, line: lines.append(line),
+                            should_stop=lambda: any(line.startswith(f"step:{steps}/") for line in lines[-3:]))
     out.update(parse_calibration_log(lines))
     out["status"] = rec.status
     tokens = int(cfg_env.get("TRAIN_BATCH_TOKENS", RECORD_TOKENS_PER_STEP))
@@ -106,6 +108,6 @@ def calibrate(data_dir: str | Path | None = None, tokenizer: str | Path | None =
         exp = expected_ms_per_step(out["params"], tokens, nproc)
         out["expected_ms_per_step"] = round(exp, 4)
         out["factor"] = round(out["ms_per_step"] / exp, 3)
-    elif rec.status != "ok":
+    elif rec.status not in ("ok", "stopped"):
         out["error"] = f"calibration run {rec.status}: {rec.message}; " + " | ".join(lines[-3:])[:300]
     return out

@@ -78,7 +78,7 @@ class SandboxConfig:
 class RunRecord:
     argv: list[str]
     cwd: str
-    status: str = "infra_error"              # ok | crashed | timeout | infra_error
+    status: str = "infra_error"              # ok | crashed | timeout | stopped | infra_error
     returncode: int | None = None
     started_at: float | None = None          # epoch seconds
     wall_s: dict[str, float] = field(default_factory=dict)  # start(0), first_step, train_end, end
@@ -377,8 +377,10 @@ def prepare_workdir(submission: Path, run_dir: Path) -> Path:
 def run_sandboxed(argv: list[str], *, submission: Path, run_dir: Path,
                   run_env: dict[str, str] | None = None, data_dir: Path | None = None,
                   cfg: SandboxConfig | None = None, sink: Sink | None = None,
-                  tracer: bool = True) -> RunRecord:
-    """Run `argv` (relative script paths resolve inside the working copy) and return its record."""
+                  tracer: bool = True, should_stop: Callable[[], bool] | None = None) -> RunRecord:
+    """Run `argv` (relative script paths resolve inside the working copy) and return its record.
+    `should_stop` (polled a few times a second) ends the run early, like the timeout does, with
+    status "stopped": a cancel, or a calibration that has measured enough."""
     cfg = cfg or SandboxConfig()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -458,15 +460,24 @@ def run_sandboxed(argv: list[str], *, submission: Path, run_dir: Path,
                threading.Thread(target=pump, args=(proc.stderr, "stderr"), daemon=True)]
     for th in threads:
         th.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=cfg.timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        rec.killed = kill_group(proc.pid, cfg.term_grace_s, proc)
+    timed_out = stopped = False
+    deadline = t0 + cfg.timeout_s
+    while True:
+        try:
+            proc.wait(timeout=max(min(0.2, deadline - time.monotonic()), 0.001))
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            timed_out = True
+        elif should_stop is not None and should_stop():
+            stopped = True
+        if timed_out or stopped:
+            rec.killed = kill_group(proc.pid, cfg.term_grace_s, proc)
+            break
     # whatever the run left behind (daemonized children, a pid-namespace-less host) goes too
     leftovers = [p for p in session_members(proc.pid) if p != proc.pid]
-    if leftovers and not timed_out:
+    if leftovers and not (timed_out or stopped):
         rec.killed = kill_group(proc.pid, min(cfg.term_grace_s, 2.0), proc)
         rec.killed["after_exit"] = True
     for th in threads:
@@ -500,6 +511,8 @@ def run_sandboxed(argv: list[str], *, submission: Path, run_dir: Path,
 
     if timed_out:
         rec.status, rec.message = "timeout", f"killed after the {cfg.timeout_s:.0f} s limit"
+    elif stopped:
+        rec.status, rec.message = "stopped", "stopped on request"
     elif proc.returncode == 0:
         rec.status, rec.message = "ok", "exited 0"
     else:

@@ -127,7 +127,7 @@ def run_audit(submission_id: str, settings: Settings | None = None,
         if sub.state != VALIDATING or again:
             repo.transition(s, sub, VALIDATING, "audit_restarted" if again else "audit_started",
                             f"attempt {job.attempts} on {worker_name}")
-        job_id = job.id
+        job_id, attempt = job.id, job.attempts
         source = {"kind": sub.source_kind, "folder_key": sub.folder_key, "repo": sub.repo,
                   "pr": sub.pr, "ref": sub.ref, "path": sub.path, "head_sha": sub.head_sha}
         policy = sub.policy or settings.default_policy
@@ -150,26 +150,31 @@ def run_audit(submission_id: str, settings: Settings | None = None,
                 repo.finish_job(s, job, JOB_FAILED, error_code=exc.code, error=exc.message)
         return "input_error"
 
-    # 4. store the verdict and move on (to the final state, or to the reproduction)
+    # 4. store the verdict and move on (to the final state, or to the reproduction). Finishing
+    # the job is a conditional update on (worker, attempt): if a slow holder and a takeover both
+    # get here, exactly one writes.
+    reproduce_job: int | None = None
     with session_scope(url) as s:
-        sub = repo.get_submission(s, submission_id)
-        job = s.get(AuditJob, job_id)
-        if sub is None or job is None or sub.state != VALIDATING or job.state != JOB_RUNNING:
+        if not repo.finish_claimed_job(s, job_id, worker=worker_name, attempt=attempt):
             return "superseded"            # cancelled, or taken over by another delivery
+        sub = repo.get_submission(s, submission_id)
+        if sub is None or sub.state != VALIDATING:
+            s.rollback()
+            return "superseded"
         repo.transition(s, sub, JUDGING, "static_rules", f"{len(verdict.get('rules', []))} rules run")
         repo.save_verdict(s, sub, verdict, basis="static")
-        repo.finish_job(s, job, JOB_DONE)
         if reproduce.get("seeds"):
+            seeds, nproc = list(reproduce["seeds"]), int(reproduce.get("nproc", 1))
             repo.transition(s, sub, QUEUED, "reproduction_queued",
-                            f"seeds {reproduce['seeds']} on {reproduce.get('nproc', 1)} process(es)")
+                            f"seeds {seeds} on {nproc} process(es)")
+            reproduce_job = _create_reproduce_job(s, sub, seeds, nproc, settings)
             outcome = "reproduction_queued"
         else:
             _finalize(s, sub, None)
             outcome = sub.state
         is_github = sub.source_kind == "github"
-    if outcome == "reproduction_queued":
-        start_reproduction(submission_id, list(reproduce["seeds"]), int(reproduce.get("nproc", 1)),
-                           settings=settings)
+    if reproduce_job is not None:
+        _publish_reproduce(submission_id, reproduce_job, settings)
     elif is_github:
         _enqueue_notify(submission_id)
     return outcome
@@ -224,15 +229,15 @@ def _fetch_github(settings: Settings, submission_id: str, source: dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="pgolf-gh-") as tmp:
         dest = Path(tmp) / "folder"
         try:
-            if source["pr"]:
-                fetched = gh_mod.fetch_pr_folder(source["repo"], int(source["pr"]),
-                                                 source["head_sha"], dest)
-            else:
-                path = str(source["path"] or "").strip("/")
-                parts = path.split("/")
-                folder = gh_mod.RecordsFolder(path=path, track=parts[-2] if len(parts) > 1 else "",
-                                              name=parts[-1])
-                with gh_mod.GitHubClient.from_settings(settings) as client:
+            with gh_mod.GitHubClient.from_settings(settings) as client:
+                if source["pr"]:
+                    fetched = gh_mod.fetch_pr_folder(source["repo"], int(source["pr"]),
+                                                     source["head_sha"], dest, client=client)
+                else:
+                    path = str(source["path"] or "").strip("/")
+                    parts = path.split("/")
+                    folder = gh_mod.RecordsFolder(path=path, name=parts[-1],
+                                                  track=parts[-2] if len(parts) > 1 else "")
                     fetched = client.download_folder(source["repo"], folder,
                                                      source["ref"] or "HEAD", dest)
         except gh_mod.GitHubError as exc:
@@ -240,7 +245,13 @@ def _fetch_github(settings: Settings, submission_id: str, source: dict[str, Any]
                     or exc.status in (401, 403, 429):
                 raise InfraError(exc.code, exc.message) from exc
             raise InputError(exc.code, exc.message) from exc
-        stored = store_folder(blobs, fetched.dest)
+        # keep the PR's own names (track folder and records folder) in the stored path: the
+        # rules read both from it, as they do for a checkout of the repository
+        named = (Path(tmp) / "named" / BlobStore.safe_name(fetched.folder.track or "", "records")
+                 / BlobStore.safe_name(fetched.folder.name))
+        named.parent.mkdir(parents=True, exist_ok=True)
+        fetched.dest.rename(named)
+        stored = store_folder(blobs, named)
     with session_scope(settings.database_url) as s:
         sub = repo.get_submission(s, submission_id)
         if sub is not None:
@@ -264,35 +275,43 @@ def _static_verdict(folder: Path, policy: str | None) -> dict[str, Any]:
 def start_reproduction(submission_id: str, seeds: list[int], nproc: int = 1, *,
                        settings: Settings | None = None) -> int:
     """Queue a reproduction of `seeds` for a submission whose static verdict is stored: one
-    `reproduce` job, one `pgolf.reproduce` message per seed on the GPU queue. When
-    `worker.reproduce` provides its own `start_reproduction`, that one decides instead.
+    `reproduce` job, one run row per seed, one `pgolf.reproduce` message per seed on the GPU
+    queue (the runner is `worker.reproduce.run_seed`, imported lazily by the GPU task).
     Returns the job id."""
     settings = settings or get_settings()
-    try:
-        from . import reproduce as rep  # noqa: F401 - imported lazily: it pulls in the runner
-        custom = getattr(rep, "start_reproduction", None)
-    except ImportError:
-        custom = None
-    if custom is not None:
-        return custom(submission_id, seeds, nproc, settings=settings)
-    from .enqueue import EnqueueError, enqueue_reproduce
-
     with session_scope(settings.database_url) as s:
         sub = repo.get_submission(s, submission_id)
         if sub is None:
             raise KeyError(submission_id)
-        job = repo.create_job(s, sub, "reproduce", deadline_s=settings.reproduce_deadline_s,
-                              params={"seeds": list(seeds), "nproc": nproc})
-        for seed in seeds:
-            repo.create_run(s, sub, seed=seed, nproc=nproc, job=job,
-                            log_key=BlobStore.log_key(submission_id, f"seed-{seed}"))
-        job_id = job.id
+        job_id = _create_reproduce_job(s, sub, seeds, nproc, settings)
+    _publish_reproduce(submission_id, job_id, settings)
+    return job_id
+
+
+def _create_reproduce_job(s, sub: Submission, seeds: list[int], nproc: int,
+                          settings: Settings) -> int:
+    job = repo.create_job(s, sub, "reproduce", deadline_s=settings.reproduce_deadline_s,
+                          params={"seeds": list(seeds), "nproc": nproc})
     for seed in seeds:
+        repo.create_run(s, sub, seed=seed, nproc=nproc, job=job,
+                        log_key=BlobStore.log_key(sub.id, f"seed-{seed}"))
+    return job.id
+
+
+def _publish_reproduce(submission_id: str, job_id: int, settings: Settings) -> None:
+    """One message per seed; a refused publish leaves the job unpublished for the sweeper."""
+    from .enqueue import EnqueueError, enqueue_reproduce
+
+    with session_scope(settings.database_url) as s:
+        job = s.get(AuditJob, job_id)
+        params = dict(job.params or {}) if job else {}
+    for seed in params.get("seeds", []):
         try:
-            enqueue_reproduce(submission_id, seed, nproc, job_id=job_id, settings=settings)
+            enqueue_reproduce(submission_id, seed, int(params.get("nproc", 1)), job_id=job_id,
+                              settings=settings)
         except EnqueueError as exc:
             log.warning("reproduction of %s seed %s not published yet: %s", submission_id, seed, exc)
-    return job_id
+            return
 
 
 def run_reproduce_seed(submission_id: str, seed: int | None, nproc: int, job_id: int) -> str:
@@ -390,11 +409,12 @@ def run_judge(submission_id: str, settings: Settings | None = None) -> str:
         sub = repo.get_submission(s, submission_id)
         if sub is None:
             return "missing"
-        if sub.state in TERMINAL or sub.state == REPORTED:
-            if sub.state == REPORTED:
-                _finalize(s, sub, None)
+        if sub.state == REPORTED:
+            _finalize(s, sub, None)
             return f"already_{sub.state}"
-        if sub.state in (QUEUED, RUNNING):
+        if sub.state in TERMINAL and not (sub.state == ERROR_INFRA and sub.runs):
+            return f"already_{sub.state}"
+        if sub.state in (QUEUED, RUNNING, ERROR_INFRA):   # error_infra: a retried judging
             repo.transition(s, sub, JUDGING, "runs_finished", f"{len(sub.runs)} run(s)")
         folder_key, policy = sub.folder_key, sub.policy or settings.default_policy
         runs = list(sub.runs)

@@ -40,6 +40,7 @@ class Switches:
     reads: list[EnvRead] = field(default_factory=list)
     attr_defs: dict[str, ast.expr] = field(default_factory=dict)   # class attr / module var -> value expr
     attr_lines: dict[str, int] = field(default_factory=dict)
+    _off: dict[int, tuple[ast.expr, int] | None] = field(default_factory=dict)
 
     # -- reading the config -----------------------------------------------------------------
     def config_value(self, *keys: str) -> object:
@@ -187,10 +188,16 @@ class Switches:
 
     def off_guard(self, node: ast.AST) -> tuple[ast.expr, int] | None:
         """The first guard around `node` that the config/defaults switch off, with its line."""
+        key = id(node)
+        if key in self._off:
+            return self._off[key]
+        found = None
         for g in self.index.guards(node):
             if self.guard_state(g.test, g.positive) is False:
-                return g.test, g.line
-        return None
+                found = (g.test, g.line)
+                break
+        self._off[key] = found
+        return found
 
     def switch_for(self, node: ast.AST) -> EnvRead | None:
         """The env read behind the first guard around `node` that mentions one, for messages."""
@@ -204,6 +211,28 @@ class Switches:
                 if env:
                     return next((r for r in self.reads if r.var == env[0]), None)
         return None
+
+    def explain(self, test: ast.expr) -> str:
+        """Why a guard is off: "by the logged configuration (ttt_enabled: False)" or "by its env
+        default (TTT_ENABLED=0)"; '' when neither can be named."""
+        for n in ast.walk(test):
+            name = n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name) else None
+            env = env_call(n) if isinstance(n, ast.expr) else None
+            if env is not None:
+                var, default = env
+                got = self.config_value(var.lower(), var)
+                if got is not UNKNOWN:
+                    return f"by the logged configuration ({var.lower()}: {got})"
+                return f"by its env default ({var}={default})"
+            if not name:
+                continue
+            for cand in (name, name.lower(), name.upper()):
+                if cand in self.config:
+                    return f"by the logged configuration ({cand}: {self.config[cand]})"
+            read = next((r for r in self.reads if r.attr == name), None)
+            if read is not None:
+                return f"by its env default ({read.var}={read.default})"
+        return ""
 
     def env_reads_matching(self, *fragments: str) -> list[EnvRead]:
         frags = [f.upper() for f in fragments]
@@ -315,7 +344,7 @@ def switches(index: ModuleIndex, config: dict[str, str] | None) -> Switches:
                 if isinstance(a, ast.stmt):
                     break
             sw.reads.append(EnvRead(env[0], env[1], getattr(node, "lineno", 0), attr))
-    if len(_SWITCH_CACHE) > 256:
+    if len(_SWITCH_CACHE) > 16:
         _SWITCH_CACHE.clear()
     _SWITCH_CACHE[key] = sw
     return sw

@@ -116,3 +116,30 @@ def log_evidence(log, field: str, fallback: str) -> Evidence:
     if ll is not None:
         return Evidence(source="log", file=log.file, line=ll.line, text=ll.text.strip()[:300])
     return Evidence(source="log", file=log.file, line=None, text=fallback)
+
+
+def referenced(prog: Program, fi: FunctionInfo) -> bool:
+    """The function's name is used somewhere other than its own definition (dispatch tables,
+    getattr strings, callbacks): a call the call graph may not see."""
+    for n in ast.walk(prog.index.tree):
+        if isinstance(n, ast.Name) and n.id == fi.name and isinstance(n.ctx, ast.Load):
+            return True
+        if isinstance(n, ast.Attribute) and n.attr == fi.name:
+            return True
+        if isinstance(n, ast.Constant) and n.value == fi.name:
+            return True
+    return False
+
+
+def unreached_val_trainers(prog: Program) -> list[tuple[FunctionInfo, Site]]:
+    """Functions that update weights on validation data without scoring first, that the main flow
+    does not reach by name but that are referenced somewhere (dispatch dicts, getattr)."""
+    reach = prog.flow.reachable("any")
+    out = []
+    for fi in prog.index.all_functions():
+        if fi.qualname in reach or prog.flow.in_chain(fi) or not prog.ttt.trains_val(fi):
+            continue
+        cls = prog.ttt.classify(fi)
+        if cls is not None and cls.kind in ("train_only", "train_then_score", "score_in_epoch") and referenced(prog, fi):
+            out.append((fi, cls))
+    return out

@@ -8,7 +8,7 @@ import ast
 from dataclasses import dataclass, field
 
 from .env import Switches
-from .index import FunctionInfo, ModuleIndex, call_name, walk_own
+from .index import FunctionInfo, ModuleIndex, call_name
 from .taint import Taint, is_train_data_name
 
 OPT_STEP_NAMES = ("opt", "optim", "optimizer", "muon", "adam", "sgd", "scaler")
@@ -153,7 +153,7 @@ _MEMOS: dict[int, _TrainMemo] = {}
 def train_memo(index: ModuleIndex, taint: Taint) -> _TrainMemo:
     m = _MEMOS.get(id(index))
     if m is None or m.index is not index or m.taint is not taint:
-        if len(_MEMOS) > 64:
+        if len(_MEMOS) > 8:
             _MEMOS.clear()
         m = _MEMOS[id(index)] = _TrainMemo(index, taint)
     return m

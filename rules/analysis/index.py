@@ -143,7 +143,13 @@ class ModuleIndex:
 
     def guards(self, node: ast.AST) -> list[Guard]:
         """The if-tests (and early-exit tests) that must hold for `node` to run, within its
-        function (or module level)."""
+        function (or module level). Cached per node."""
+        hit = self._guards.get(id(node))
+        if hit is None:
+            hit = self._guards[id(node)] = self._compute_guards(node)
+        return hit
+
+    def _compute_guards(self, node: ast.AST) -> list[Guard]:
         out: list[Guard] = []
         child = node
         for a in self.ancestors(node):
@@ -286,7 +292,7 @@ class ParseFailure(Exception):
 
 
 _CACHE: dict[str, ModuleIndex | ParseFailure] = {}
-_CACHE_MAX = 64
+_CACHE_MAX = 8   # an AST of a 100 KB script is large; one audit needs one or two
 
 
 def get_index(text: str) -> ModuleIndex:

@@ -30,12 +30,12 @@ class Program:
         return self.source.path
 
     def evidence(self, node_or_line: ast.AST | int | None, note: str | None = None) -> Evidence:
-        """Code evidence for a node/line: the source line itself (plus a note when given)."""
+        """Code evidence for a node/line: exactly the (stripped) source line, so a reader can find
+        it; `note` (what the line does) is used only when there is no line to quote — the rule's
+        message carries the explanation."""
         line = node_or_line if isinstance(node_or_line, int) or node_or_line is None else \
             getattr(node_or_line, "lineno", None)
-        text = self.index.line_text(line)
-        if note:
-            text = f"{text}  # {note}" if text else note
+        text = self.index.line_text(line) or (note or "")
         return Evidence(source="code", file=self.file, line=line, text=text[:300])
 
     def line(self, node: ast.AST | int | None) -> str:
@@ -56,7 +56,7 @@ def _build(src: SourceFile, config: dict[str, str]) -> Program:
     taint = val_taint(index, sw)
     flow = build_flow(index, sw, taint)
     prog = Program(src, index, sw, taint, flow, TTTAnalysis(index, taint, sw))
-    if len(_CACHE) > 64:
+    if len(_CACHE) > 8:
         _CACHE.clear()
     _CACHE[key] = prog
     return prog

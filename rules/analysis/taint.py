@@ -12,9 +12,10 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
-from .index import FunctionInfo, ModuleIndex, call_name, walk_own
+from .index import FunctionInfo, ModuleIndex, call_name
 
 SIZE_ATTRS = {"shape", "dtype", "device", "ndim", "numel", "size", "nbytes", "itemsize", "is_cuda"}
 SIZE_CALLS = {"len", "numel", "size", "range", "isinstance", "print", "log0", "log", "int", "float"}
@@ -32,6 +33,7 @@ def _parts(name: str) -> list[str]:
     return [p for p in re.split(r"_+", name.lower()) if p]
 
 
+@lru_cache(maxsize=8192)
 def is_val_name(name: str) -> bool:
     parts = _parts(name)
     if not parts or not (_VAL_WORDS & set(parts)):
@@ -43,11 +45,13 @@ _COUNT_PARTS = {"batch", "seq", "len", "size", "count", "num", "max", "per", "ev
                 "frac", "time", "ms", "limit", "loss", "bpb", "n"}
 
 
+@lru_cache(maxsize=8192)
 def is_train_data_name(name: str) -> bool:
     parts = set(_parts(name))
     return "train" in parts and bool(_TRAIN_DATA_PARTS & parts) and not (_COUNT_PARTS & parts)
 
 
+@lru_cache(maxsize=4096)
 def is_val_string(s: str) -> bool:
     s = s.lower()
     return "fineweb_val" in s or bool(re.search(r"(^|[/_*])val_[^/]*\.bin", s)) or s == "val"
@@ -225,12 +229,23 @@ class Taint:
                     changed = True
             if not changed:
                 break
-        # phase B: parameters tainted by their call sites, to a fixed point
-        for _round in range(6):
-            changed = self._function(self.index.tree, "<module>", set())
-            for fi in fns:
-                changed |= self._function(fi.node, fi.qualname, self.params.get(fi.qualname, set()))
-            for caller in [None, *fns]:
+        # phase B: parameters tainted by their call sites, to a fixed point. A function's taint
+        # depends only on its own parameters here (returns are fixed), so after the first round
+        # only callers whose locals grew are revisited (a worklist).
+        by_key = {fi.qualname: fi for fi in fns}
+        dirty: set[str | None] = {None, *by_key}
+        for _round in range(8):
+            grown: set[str | None] = set()
+            for key in dirty:
+                fi = by_key.get(key) if key is not None else None
+                if key is None:
+                    if self._function(self.index.tree, "<module>", set()) or _round == 0:
+                        grown.add(None)
+                elif self._function(fi.node, fi.qualname, self.params.get(fi.qualname, set())) or _round == 0:
+                    grown.add(key)
+            dirty = set()
+            for key in grown:
+                caller = by_key.get(key) if key is not None else None
                 ckey = "<module>" if caller is None else caller.qualname
                 calls = self._calls.get(ckey)
                 if calls is None:
@@ -251,8 +266,9 @@ class Taint:
                         for kw in call.keywords:
                             if kw.arg and kw.arg in callee.params and self.expr(caller, kw.value):
                                 got.add(kw.arg)
-                        changed |= len(got) != n0
-            if not changed:
+                        if len(got) != n0:
+                            dirty.add(callee.qualname)
+            if not dirty:
                 break
         return self
 
@@ -269,7 +285,7 @@ def val_taint(index: ModuleIndex, switches=None) -> Taint:
     key = (id(index), "val", tuple(sorted(switches.config.items())) if switches is not None else None)
     hit = _CACHE.get(key)
     if hit is None or hit.index is not index:
-        if len(_CACHE) > 128:
+        if len(_CACHE) > 16:
             _CACHE.clear()
         skip = None
         if switches is not None:

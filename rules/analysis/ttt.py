@@ -24,11 +24,12 @@ import re
 from dataclasses import dataclass
 
 from .env import UNKNOWN, Switches, truthy
-from .index import FunctionInfo, ModuleIndex, is_no_grad_with, position, walk_own
+from .index import FunctionInfo, ModuleIndex, is_no_grad_with, position
 from .taint import Taint
 
 ACC_RE = re.compile(r"(loss|nll|bits|logp|log_prob|score|ce_sum|xent|neg_log)", re.I)
-EPOCH_RE = re.compile(r"(^|_)(ep|epoch|epochs|epoch_idx|ep_i|e)(_|$|\d)", re.I)
+EPOCH_RE = re.compile(r"(^|_)(ep|epoch|epochs|epoch_idx|ep_i)(_|$|\d)", re.I)
+NOT_EPOCH = re.compile(r"(len\(|doc|chunk|batch|window|seq|tok|num_|n_)", re.I)
 WARM_RE = re.compile(r"warm", re.I)
 
 BAD_KINDS = ("train_only", "train_then_score", "score_in_epoch")
@@ -62,6 +63,7 @@ class TTTAnalysis:
         self._scores: dict[str, bool] = {}
         self._score_events: dict[str, list[ast.AST]] = {}
         self._classify: dict[str, Site | None] = {}
+        self._def_pos: dict[str, dict[str, list[tuple[int, int]]]] = {}
 
     # -- per-function facts ------------------------------------------------------------------
     def direct_train_sites(self, fi: FunctionInfo) -> list[ast.Call]:
@@ -164,6 +166,10 @@ class TTTAnalysis:
         warm = self._is_warmup(fi, node, loops)
         for loop in loops:
             before = [e for e in events if position(e) < pos and _inside(self.index, e, loop)]
+            # `loss = model(x, y); loss.backward(); opt.step(); loss_sum += loss.detach()` scores the
+            # loss computed before the update: it counts as a score event before the update
+            before += [e for e in events if position(e) > pos and _inside(self.index, e, loop)
+                       and self._pre_update_value(fi, e, node)]
             if before:
                 epoch = loop if self._is_epoch_loop(loop) else next(
                     (a for a in self.index.enclosing_loops(loop) if self._is_epoch_loop(a)), None)
@@ -181,6 +187,38 @@ class TTTAnalysis:
             return Site("train_then_score", node, fi, loops[-1] if loops else None, via=via)
         return Site("train_only", node, fi, via=via)
 
+    def _pre_update_value(self, fi: FunctionInfo, event: ast.AST, update: ast.AST) -> bool:
+        """An accumulation whose value comes only from locals last assigned before `update`."""
+        if not isinstance(event, ast.AugAssign):
+            return False
+        names = {n.id for n in ast.walk(event.value) if isinstance(n, ast.Name)}
+        if not names:
+            return False
+        defs = self._defs(fi)
+        upos, epos = position(update), position(event)
+        found = False
+        for name in names:
+            prior = [p for p in defs.get(name, []) if p < epos]
+            if not prior:
+                continue
+            if max(prior) > upos:
+                return False        # reassigned after the update: a post-update value
+            found = True
+        return found
+
+    def _defs(self, fi: FunctionInfo) -> dict[str, list[tuple[int, int]]]:
+        hit = self._def_pos.get(fi.qualname)
+        if hit is None:
+            hit = {}
+            for n in self.index.own(fi.node):
+                if isinstance(n, ast.Assign):
+                    for t in n.targets:
+                        for x in ast.walk(t):
+                            if isinstance(x, ast.Name):
+                                hit.setdefault(x.id, []).append(position(n))
+            self._def_pos[fi.qualname] = hit
+        return hit
+
     def _is_epoch_loop(self, loop: ast.AST) -> bool:
         if not isinstance(loop, (ast.For, ast.AsyncFor)):
             return False
@@ -191,6 +229,8 @@ class TTTAnalysis:
             text = " ".join(ast.unparse(a) for a in args)
             if "epoch" in text.lower():
                 epochish = True
+            elif NOT_EPOCH.search(text):
+                return False          # range(len(docs)), range(num_chunks): a data loop, whatever its name
             if epochish and len(args) == 1:
                 n = self.switches.evaluate(args[0])
                 if n is not UNKNOWN and isinstance(n, (int, float)) and not isinstance(n, bool) and n <= 1:

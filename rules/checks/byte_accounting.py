@@ -18,7 +18,7 @@ Decides:
   lowercased/casefolded before tokenization (lossy normalization, unresolved #1604), a validation
   token count far below the full split for the logged tokenizer;
 - warn: a validation token count that matches no known split for the logged vocabulary size
-  (custom tokenizer?);
+  (custom tokenizer?), or no SentencePiece byte LUT builder in the script at all;
 - pass: the canonical LUT (or a byte sidecar) and matching fingerprints.
 No script and no log fingerprint: not_applicable.
 """
@@ -198,7 +198,11 @@ def _check(ctx: AuditContext) -> RuleResult:
     prog, early = program_for(me, ctx)
     if prog is not None:
         adds = _eval_adds_space(prog)
-        for fi in _lut_builders(prog.index):
+        builders = _lut_builders(prog.index)
+        if not builders and not re.search(r"val_bytes|bytes_sidecar|sidecar", prog.source.text):
+            warns.append(("no SentencePiece byte LUT builder (id_to_piece / is_byte) in the script: check how "
+                          "the BPB byte counts are computed", []))
+        for fi in builders:
             f, r, n = _lut_findings(prog, fi, adds)
             fails += f
             reviews += r

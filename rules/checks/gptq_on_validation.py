@@ -33,6 +33,7 @@ ID = "gptq-on-validation"
 CODE = "PG404"
 TITLE = "Quantization is not calibrated on validation data"
 
+EVAL_FN = re.compile(r"(eval|score|ttt|test)", re.I)
 CALIB_FN = re.compile(r"(hessian|calib|gptq|awq|smoothquant|collect_stats|act_scale|quant_stats)", re.I)
 
 
@@ -69,43 +70,42 @@ def _check(ctx: AuditContext) -> RuleResult:
         elif v is not UNKNOWN and _has_val_branch(prog):
             offs.append(prog.evidence(r.line, f"{r.var}={v!s}: the validation-calibration path is off"))
 
-    # 2. calibration functions fed validation data, or reading it themselves
-    calib = [fi for fi in index.all_functions() if CALIB_FN.search(fi.name)]
+    # 2. calibration functions fed validation data, or reading it themselves (in code that runs)
+    reach = prog.flow.reachable("any")
+
+    def runs(fi) -> bool:
+        return prog.flow.in_chain(fi) or bool(reach.get(fi.qualname, (None, False))[1])
+
+    calib = [fi for fi in index.all_functions() if CALIB_FN.search(fi.name)
+             and not EVAL_FN.search(fi.name)]
     calib_names = {fi.qualname for fi in calib}
-    for fi in index.all_functions() + []:
+    for fi in index.all_functions():
+        if not runs(fi):
+            continue
         for call in fi.calls:
             targets = [t for t in index.resolve_call(call) if t.qualname in calib_names]
-            if not targets:
+            if not targets or not any(taint.expr(fi, a) for a in [*call.args, *(k.value for k in call.keywords)]):
                 continue
-            if any(taint.expr(fi, a) for a in [*call.args, *(k.value for k in call.keywords)]):
-                (offs if sw.off_guard(call) else fails).append(
-                    (f"{targets[0].name}() is called with validation data", [prog.evidence(call)]))  # type: ignore[arg-type]
+            if sw.off_guard(call):
+                offs.append(prog.evidence(call))
+            else:
+                fails.append((f"{targets[0].name}() is called with validation data", [prog.evidence(call)]))
     for fi in calib:
+        if not runs(fi):
+            continue
         for n in walk_own(fi.node):
             name = n.attr if isinstance(n, ast.Attribute) else n.id if isinstance(n, ast.Name) else None
             if name and is_val_name(name) and isinstance(getattr(n, "ctx", None), ast.Load):
                 if sw.off_guard(n):
-                    offs.append(prog.evidence(n, "validation calibration branch, switched off"))
+                    offs.append(prog.evidence(n))
                 else:
-                    fails.append((f"{fi.name}() reads validation data ({name}) for calibration",
-                                  [prog.evidence(n)]))
+                    fails.append((f"{fi.name}() reads validation data ({name}) for calibration", [prog.evidence(n)]))
                 break
-    # module/main-level loaders built on val_files and passed to calibration by name
-    for entry in prog.flow.chain:
-        for call in entry.calls:
-            if any(t.qualname in calib_names for t in index.resolve_call(call)):
-                for a in call.args:
-                    if isinstance(a, ast.Name) and re.search(r"calib", a.id) and taint.expr(entry, a):
-                        if not sw.off_guard(call):
-                            fails.append((f"the calibration loader {a.id} is built from validation data",
-                                          [prog.evidence(call)]))
-    fails = [f for f in fails if not isinstance(f, Evidence)]
-    offs_ev = [o if isinstance(o, Evidence) else o[1][0] for o in offs]
     if fails:
         return result(me, "fail", fails[0][0], evidence=[e for _, es in fails for e in es][:6])
-    if offs_ev:
-        return result(me, "pass", "a validation-calibration path exists but is off under the logged configuration",
-                      evidence=offs_ev[:4])
+    if offs:
+        return result(me, "pass", "a validation-calibration path exists but is switched off (env default or logged configuration)",
+                      evidence=offs[:4])
     if calib:
         return result(me, "pass", f"calibration ({calib[0].name}) does not read validation data")
     return result(me, "pass", "no quantization calibration on validation data")

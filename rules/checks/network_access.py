@@ -13,7 +13,8 @@ What it looks for in the training script: `requests`, `urllib.request`, `urllib3
 - warn: only before/during training (setup-like, but the script is not self-contained), an import
   that is never called, or a download in a data-prep helper that `train_gpt.py` does not import
   (said so in the message);
-- needs_review: a helper module imported by `train_gpt.py` that makes network calls;
+- needs_review: a helper module imported by `train_gpt.py` that makes network calls, or telemetry
+  (`wandb.log`, `mlflow`) switched on at evaluation;
 - pass: none, or only on a path switched off by its env default / the logged configuration.
 No training script: not_applicable.
 """
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 from ..analysis import get_index, other_sources, program_for
-from ..analysis.index import ParseFailure, dotted, walk_own
+from ..analysis.index import ParseFailure, dotted
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
 from . import _runs
@@ -36,7 +37,7 @@ CODE = "PG408"
 TITLE = "No network access at evaluation"
 
 NET_MODULES = ("requests", "urllib.request", "urllib3", "http.client", "socket", "httpx", "aiohttp",
-               "huggingface_hub", "wget", "pycurl", "ftplib")
+               "huggingface_hub", "wget", "pycurl", "ftplib", "wandb", "mlflow")
 NET_FUNCS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download", "load_dataset",
              "download_url_to_file", "create_connection", "HTTPSConnection", "HTTPConnection",
              "load_state_dict_from_url", "list_repo_files"}
@@ -45,6 +46,7 @@ NET_METHOD_BASES = {"requests": {"get", "post", "put", "head", "request", "Sessi
                     "socket": {"socket", "create_connection", "getaddrinfo"},
                     "hub": {"load", "download_url_to_file", "load_state_dict_from_url"},
                     "wget": {"download"}}
+TELEMETRY = {"wandb", "mlflow", "neptune", "comet_ml", "clearml", "swanlab"}
 SHELL_CALLS = {"system", "popen", "run", "call", "check_call", "check_output", "Popen", "getoutput"}
 SHELL_NET = re.compile(r"\b(wget|curl|git\s+clone|pip\s+install|huggingface-cli|hf\s+download|aria2c|scp|rsync)\b")
 
@@ -84,6 +86,9 @@ def _net_call(index, node: ast.Call) -> str | None:
             return name
     if name.endswith("hub.load") or name.endswith("hub.download_url_to_file"):
         return name
+    if (base in TELEMETRY or origin.split(".")[0] in TELEMETRY) and last in ("init", "log", "save", "finish",
+                                                                             "log_metric", "log_metrics", "upload"):
+        return name
     if last in SHELL_CALLS and (base in ("os", "subprocess") or origin.startswith(("os", "subprocess"))):
         text = " ".join(ast.unparse(a) for a in node.args)
         if SHELL_NET.search(text):
@@ -114,7 +119,8 @@ def _check(ctx: AuditContext) -> RuleResult:
     flow = prog.flow
     eval_reach = flow.reachable("eval")
     pre_reach = flow.reachable("pre")
-    fails: list[Evidence] = []
+    fails: list[tuple[str, Evidence]] = []
+    reviews: list[tuple[str, Evidence]] = []
     warns: list[tuple[str, Evidence]] = []
     offs: list[Evidence] = []
     calls = network_calls(prog.index)
@@ -133,17 +139,21 @@ def _check(ctx: AuditContext) -> RuleResult:
                 phase, running = "pre", pre_reach[fn.qualname][1] and guard_off is None
             else:
                 phase, running = "dead", False
+        telemetry = what.split(".")[0] in TELEMETRY
         if phase in ("eval", "unknown") and running:
-            fails.append(prog.evidence(node, f"{what} at evaluation"))
+            if telemetry:
+                reviews.append((f"{what} sends telemetry over the network during evaluation (no data is fetched; "
+                                "the README forbids network calls at evaluation)", prog.evidence(node)))
+            else:
+                fails.append((f"network access in code that runs at evaluation: {what}", prog.evidence(node)))
         elif phase in ("eval", "unknown"):
-            offs.append(prog.evidence(node, f"{what}, switched off"))
+            offs.append(prog.evidence(node))
         elif phase == "pre" and running:
-            warns.append((f"{what} runs before training (setup-like download inside train_gpt.py)", prog.evidence(node)))
+            warns.append((f"{what} runs before training (setup-like network use inside train_gpt.py)", prog.evidence(node)))
         else:
             warns.append((f"{what} is defined but not reached from the main flow", prog.evidence(node)))
     if fails:
-        return result(me, "fail", f"network access in code that runs at evaluation: {fails[0].text.split('#')[-1].strip()}",
-                      evidence=fails[:6])
+        return result(me, "fail", fails[0][0], evidence=[e for _, e in fails][:6])
     called_imports = {w.split(".")[0] for _, w in calls}
     for node, mod in _net_imports(prog.index):
         if mod.split(".")[0] not in called_imports and not calls:
@@ -151,7 +161,6 @@ def _check(ctx: AuditContext) -> RuleResult:
 
     # helper modules shipped beside the script
     imported = set(prog.index.imports) | {v.split(".")[0] for v in prog.index.imports.values()}
-    reviews: list[tuple[str, Evidence]] = []
     for src in other_sources(ctx):
         try:
             idx = get_index(src.text)
@@ -172,5 +181,5 @@ def _check(ctx: AuditContext) -> RuleResult:
     if warns:
         return result(me, "warn", warns[0][0], evidence=[e for _, e in warns][:6])
     if offs:
-        return result(me, "pass", "a network call exists but is off under the logged configuration", evidence=offs[:4])
+        return result(me, "pass", "a network call exists but is switched off (env default or logged configuration)", evidence=offs[:4])
     return result(me, "pass", "no network access in the training script")

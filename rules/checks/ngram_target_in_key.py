@@ -17,6 +17,7 @@ Fires (fail) when code reachable at evaluation:
   (`min(nll_model, nll_cache)`, `torch.minimum(nll_a, nll_b)`);
 - gates a mixing weight / expert on a lookup of the target (`is_bnd[tokens[p]]` used for a beta or
   hint at position p).
+- (C/C++ kernels shipped beside the script) index a boundary/word-start table at `tokens[p]`.
 Does not fire on: a joint (context, target) key used only to update counts, a read-time full-vocab
 distribution (`counts[ctx_key]` normalized over V, then indexed by the target), keys built from the
 strict prefix only, gates on `tokens[p-1]`, byte-count LUTs indexed by the target, or a path the
@@ -103,14 +104,13 @@ def _check(ctx: AuditContext) -> RuleResult:
                 ev.insert(0, prog.evidence(key_line, "key built from the target"))
             found.append((f"{fi.name}() reads {base}[...] with a key that includes the token being predicted "
                           f"({ast.unparse(tgt)})", ev))
-        # (b) oracle choice between experts by their loss on the realized token
+        # (b) oracle choice between experts by their loss (or gold probability) on the realized token
         for n in walk_own(fi.node):
-            if isinstance(n, ast.Call) and dotted(n.func).split(".")[-1] in ("min", "minimum", "fmin") \
-                    and len(n.args) >= 2 and all(LOSS_NAME.search(ast.unparse(a)) for a in n.args[:2]):
+            if _oracle_choice(prog, fi, n):
                 if prog.switches.off_guard(n):
                     offs.append(prog.evidence(n, "switched off"))
                 else:
-                    found.append((f"{fi.name}() keeps the smaller of two losses on the realized token "
+                    found.append((f"{fi.name}() picks per token the expert that did better on the realized token "
                                   f"({ast.unparse(n)[:60]}), an oracle choice of expert", [prog.evidence(n)]))
         # (c) a gate read at the target
         for sub in table_reads(fi, prog.index):
@@ -139,10 +139,11 @@ def _check(ctx: AuditContext) -> RuleResult:
                 fails.append((msg, ev))
             else:
                 offs.extend(ev)
+    fails += _native_gates(ctx)
     if fails:
         return result(me, "fail", fails[0][0], evidence=[e for _, es in fails for e in es][:6])
     if offs:
-        return result(me, "pass", "a target-keyed lookup exists but is off under the logged configuration "
+        return result(me, "pass", "a target-keyed lookup exists but is switched off (env default or logged configuration) "
                       "(or not reached)", evidence=offs[:4])
     return result(me, "pass", "no eval-time lookup keyed on the predicted token")
 
@@ -170,3 +171,72 @@ def _assigned_names(stmt: ast.stmt | None) -> list[str]:
 
 def _inside(index, node: ast.AST, container: ast.AST) -> bool:
     return node is container or any(a is container for a in index.ancestors(node))
+
+
+PROB_NAME = re.compile(r"(^p_|_p$|prob|gold|p_tgt|p_model|p_ng|p_cache)", re.I)
+ACC_NAME = re.compile(r"(loss|nll|bits|logp|score)", re.I)
+
+
+def _oracle_choice(prog, fi, n: ast.AST) -> bool:
+    """`torch.minimum(nll_model, nll_cache)` (elementwise), `min(nll_a, nll_b)` accumulated into the
+    score, `max(p_model_gold, p_ngram_gold)`, or `where(p_ng > p_model, ...)` choosing a weight.
+    A running best (`best = min(best, val_loss)`) is not one: it is never accumulated."""
+    if isinstance(n, ast.Call) and len(n.args) >= 2:
+        fname = dotted(n.func).split(".")[-1]
+        both_loss = all(LOSS_NAME.search(ast.unparse(a)) for a in n.args[:2])
+        both_prob = all(PROB_NAME.search(ast.unparse(a)) for a in n.args[:2])
+        if fname in ("minimum", "fmin") and both_loss or fname in ("maximum", "fmax") and both_prob:
+            return not any(re.search(r"best|clamp|eps|floor", ast.unparse(a), re.I) for a in n.args[:2])
+        if fname in ("min", "max") and (both_loss if fname == "min" else both_prob):
+            return _accumulated(prog, fi, n)
+        if fname == "where" and n.args and isinstance(n.args[0], ast.Compare):
+            cmp = n.args[0]
+            sides = [cmp.left, *cmp.comparators]
+            if len(sides) == 2 and (all(LOSS_NAME.search(ast.unparse(x)) for x in sides)
+                                    or all(PROB_NAME.search(ast.unparse(x)) for x in sides)):
+                return True
+    return False
+
+
+def _accumulated(prog, fi, n: ast.AST) -> bool:
+    stmt = _stmt_of(prog.index, n)
+    if isinstance(stmt, ast.AugAssign) and ACC_NAME.search(ast.unparse(stmt.target)):
+        return True
+    if isinstance(stmt, ast.Assign):
+        names = {t.id for t in stmt.targets if isinstance(t, ast.Name)}
+        for m in walk_own(fi.node):
+            if isinstance(m, ast.AugAssign) and ACC_NAME.search(ast.unparse(m.target)) and \
+                    names & {x.id for x in ast.walk(m.value) if isinstance(x, ast.Name)}:
+                return True
+    return False
+
+
+NATIVE_EXT = (".c", ".cc", ".cpp", ".cxx", ".h", ".hpp", ".cu")
+NATIVE_GATE = re.compile(
+    r"\b(is_bnd|is_ws|is_boundary\w*|bnd\w*|word_start\w*|is_word\w*|is_space\w*)\s*\[\s*"
+    r"(tokens|toks|tok|ids|seq|x)\s*\[\s*(p|pos|i|t|j)\s*\]\s*\]")
+
+
+def _native_gates(ctx: AuditContext) -> list[tuple[str, list[Evidence]]]:
+    """C/C++ kernels shipped beside the script (n-gram tilt, online n-gram state): a boundary /
+    word-start LUT read at the scored position `tokens[p]` is the #1420 / #1967 / #2118 bug; the fix
+    reads `tokens[p - 1]`."""
+    out = []
+    root = getattr(ctx.submission, "root", None)
+    for rel in getattr(ctx.submission, "files", []) or []:
+        if not rel.lower().endswith(NATIVE_EXT) or root is None:
+            continue
+        try:
+            path = root / rel
+            if path.stat().st_size > 2_000_000:
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for i, line in enumerate(text.splitlines(), 1):
+            if NATIVE_GATE.search(line) and not line.lstrip().startswith(("//", "/*", "*")):
+                out.append((f"{rel} gates on {NATIVE_GATE.search(line).group(0)}, a property of the token being "
+                            "predicted (the fix reads tokens[p - 1], #1514)",
+                            [Evidence(source="code", file=rel, line=i, text=line.strip()[:300])]))
+                break
+    return out

@@ -15,7 +15,8 @@ Fires (fail), in code that runs at evaluation under the logged configuration:
 - a count ratio read with a key that hashes the target into a bucket, mixed into the scored
   probability (gold-only "probability", bucket normalization).
 needs_review: a count ratio with a per-context denominator (not a `.sum()` over the vocabulary)
-mixed into the score — normalization cannot be confirmed statically.
+mixed into the score — normalization cannot be confirmed statically; a `*_FRAC` switch below 1
+(`VAL_DOC_FRACTION`) that may select a subset of the scored documents.
 Does not fire on: softmax/log_softmax/logsumexp distributions, mixtures of full-vocab vectors,
 ratios normalized by a `.sum()` over the vocabulary, switches that are off (said so).
 No training script: not_applicable.
@@ -107,9 +108,12 @@ def _check(ctx: AuditContext) -> RuleResult:
         if v is UNKNOWN:
             reviews.append((f"{r.var} may restrict scoring to a subset of the validation tokens", [prog.evidence(r.line)]))
         elif truthy(v) and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0) and \
-                not (isinstance(v, float) and v >= 1.0 and "FRAC" in r.var.upper()):
-            fails.append((f"{r.var}={v} scores a subset of the validation tokens instead of the full split",
-                          [prog.evidence(r.line)]))
+                not (isinstance(v, (int, float)) and v >= 1.0 and "FRAC" in r.var.upper()):
+            msg = f"{r.var}={v} scores a subset of the validation tokens instead of the full split"
+            if "FRAC" in r.var.upper() and "SUBSET" not in r.var.upper():
+                reviews.append((msg + " (if it selects the scored documents)", [prog.evidence(r.line)]))
+            else:
+                fails.append((msg, [prog.evidence(r.line)]))
         else:
             offs.append(prog.evidence(r.line, f"{r.var}={v}: off"))
     reach = prog.flow.reachable("any")

@@ -30,6 +30,7 @@ import re
 import sys
 
 from ..analysis import program_for
+from ..analysis.facts import referenced
 from ..analysis.flow import CallSite
 from ..analysis.ttt import BAD_KINDS, Site
 from ..context import AuditContext
@@ -99,9 +100,10 @@ def _check(ctx: AuditContext) -> RuleResult:
             if site.line != cls.line:
                 where.append(prog.evidence(site.line, f"calls {fn.name}()"))
             if site.off is not None:
-                guard_line = site.off[1]
-                off.append((f"{fn.name}() trains on validation tokens but is switched off "
-                            f"({prog.line(guard_line)})", [prog.evidence(guard_line, "switched off"), *where]))
+                guard, guard_line = site.off
+                why = prog.switches.explain(guard) or f"({prog.line(guard_line)})"
+                off.append((f"{fn.name}() trains on validation tokens but is switched off {why}",
+                            [prog.evidence(guard_line), *where]))
                 continue
             later = _later_scoring(prog, site)
             if cls.kind in BAD_KINDS:
@@ -156,9 +158,14 @@ def _check(ctx: AuditContext) -> RuleResult:
             if fi.qualname not in called and ttt.trains_val(fi) and
             fi.qualname not in flow.reachable("any") and not flow.in_chain(fi)]
     if dead:
-        return result(me, "pass", f"{dead[0].name}() trains on validation tokens but is never called from the "
-                      "main flow", evidence=[prog.evidence(ttt.classify(dead[0]).line if ttt.classify(dead[0])
-                                                           else dead[0].line, "not called")])
+        fi = dead[0]
+        cls = ttt.classify(fi)
+        ev = [prog.evidence(cls.line if cls else fi.line, "not called from the main flow")]
+        if cls is not None and cls.kind in BAD_KINDS and referenced(prog, fi):
+            return result(me, "needs_review", f"{fi.name}() {_KIND_TEXT[cls.kind]}; it is referenced but reached "
+                          "through a call the analysis cannot follow", evidence=ev)
+        return result(me, "pass", f"{fi.name}() trains on validation tokens but is never called from the "
+                      "main flow", evidence=ev)
     return result(me, "pass", "no test-time training on validation tokens in the script")
 
 
@@ -190,3 +197,4 @@ def _same_call_tree(prog, a: CallSite, b: CallSite) -> bool:
     """A nested call within the same statement (e.g. log(eval(...)) around the TTT call)."""
     return any(x is a.call for x in prog.index.ancestors(b.call)) or \
         any(x is b.call for x in prog.index.ancestors(a.call))
+

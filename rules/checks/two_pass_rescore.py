@@ -36,8 +36,8 @@ CODE = "PG403"
 TITLE = "No two-pass rescoring"
 
 SWITCH = re.compile(r"(FULL_RESCORE|TWOPASS|TWO_PASS|RESCORE|SECOND_PASS|2PASS|BUILD_FULL)", re.I)
-UPDATE_CALLS = {"add_", "index_add_", "index_put_", "index_put", "put_", "scatter_add_", "update", "add", "insert", "increment", "observe",
-                "put", "push", "extend", "append", "record"}
+UPDATE_CALLS = {"add_", "index_add_", "scatter_add_", "put_", "update", "increment", "observe", "record",
+                "add_counts", "update_counts"}
 
 
 def check(ctx: AuditContext) -> RuleResult:
@@ -49,22 +49,28 @@ def check(ctx: AuditContext) -> RuleResult:
 
 
 def _mutated(loop: ast.AST) -> dict[str, ast.AST]:
-    """Names of tables a loop writes into (subscript stores, add.at, update methods)."""
+    """Names of count tables a loop accumulates into (`t[k] += 1`, `np.add.at`, `index_add_`,
+    `index_put_(..., accumulate=True)`, `.update(...)`). Plain stores (`x_batch[i] = chunk`) and
+    list appends build inputs, not caches, and are not counted."""
     out: dict[str, ast.AST] = {}
     for n in ast.walk(loop):
-        if isinstance(n, (ast.Assign, ast.AugAssign)):
-            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-            for t in targets:
-                if isinstance(t, ast.Subscript):
-                    name = dotted(t.value)
-                    if name:
-                        out.setdefault(name, n)
+        if isinstance(n, ast.AugAssign):
+            if isinstance(n.target, ast.Subscript):
+                name = dotted(n.target.value)
+                if name:
+                    out.setdefault(name, n)
         elif isinstance(n, ast.Call):
             fname = dotted(n.func)
             if fname.endswith(".at") and n.args:
                 name = dotted(n.args[0])
                 if name:
                     out.setdefault(name, n)
+            elif isinstance(n.func, ast.Attribute) and n.func.attr in ("index_put_", "index_put"):
+                if any(k.arg == "accumulate" and isinstance(k.value, ast.Constant) and k.value.value is True
+                       for k in n.keywords):
+                    name = dotted(n.func.value)
+                    if name:
+                        out.setdefault(name, n)
             elif isinstance(n.func, ast.Attribute) and n.func.attr in UPDATE_CALLS:
                 name = dotted(n.func.value)
                 if name and not re.search(r"(loss|nll|log|result|out|hist|scores?)$", name, re.I):
@@ -163,7 +169,7 @@ def _check(ctx: AuditContext) -> RuleResult:
     if unknown_only:
         return result(me, "needs_review", fails[0][0], evidence=fails[0][1])
     if offs:
-        return result(me, "pass", "a rescoring path exists but is off under the logged configuration",
+        return result(me, "pass", "a rescoring path exists but is switched off (env default or logged configuration)",
                       evidence=offs[:4])
     return result(me, "pass", "the reported score comes from a single pass")
 

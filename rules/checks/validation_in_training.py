@@ -25,7 +25,7 @@ import re
 import sys
 
 from ..analysis import program_for
-from ..analysis.facts import log_evidence, serialization_site, val_training
+from ..analysis.facts import log_evidence, serialization_site, unreached_val_trainers, val_training
 from ..analysis.index import call_name, walk_own
 from ..analysis.taint import is_val_string
 from ..context import AuditContext
@@ -87,18 +87,24 @@ def _check(ctx: AuditContext) -> RuleResult:
 
     # 2. weight updates on validation tokens before serialization
     ser = serialization_site(prog)
+    reviews: list[tuple[str, list[Evidence]]] = []
     for vt in val_training(prog):
-        if vt.cls.kind in ("score_first", "score_all_then_train", "warmup"):
-            continue
         order = vt.site.order if vt.site is not None else _order_of(prog, vt.cls.node)
         before_ser = ser is None or order < ser.order
+        if vt.cls.kind in ("score_first", "score_all_then_train", "warmup"):
+            if before_ser and ser is not None and not vt.off:
+                reviews.append((f"{vt.fn.name}() adapts on validation tokens before the model is serialized; unless "
+                                "it adapts a copy, the shipped weights carry validation updates",
+                                [prog.evidence(vt.cls.line), prog.evidence(ser.line, "serialized after")]))
+            continue
         ev = [prog.evidence(vt.cls.line)]
         if vt.site is not None and vt.site.line != vt.cls.line:
             ev.append(prog.evidence(vt.site.line, f"calls {vt.fn.name}()"))
         if vt.off:
             g = vt.site.off if vt.site is not None and vt.site.off else None
-            off_notes.append((f"{vt.fn.name}() updates weights on validation tokens but the path is off",
-                              [prog.evidence(g[1], "switched off")] if g else ev))
+            why = prog.switches.explain(g[0]) if g else ""
+            off_notes.append((f"{vt.fn.name}() updates weights on validation tokens but the path is switched off "
+                              f"{why}".rstrip(), [prog.evidence(g[1])] if g else ev))
             continue
         if before_ser:
             where = "in the training loop" if vt.site is None else f"in {vt.fn.name}()"
@@ -118,6 +124,13 @@ def _check(ctx: AuditContext) -> RuleResult:
     if fails:
         extra = f" (and {len(fails) - 1} more)" if len(fails) > 1 else ""
         return result(me, "fail", fails[0][0] + extra, evidence=[e for _, es in fails for e in es][:8])
+    if reviews:
+        return result(me, "needs_review", reviews[0][0], evidence=reviews[0][1])
+    hidden = unreached_val_trainers(prog)
+    if hidden:
+        fi, cls = hidden[0]
+        return result(me, "needs_review", f"{fi.name}() updates weights on validation tokens and is referenced, but "
+                      "the analysis cannot tell when it runs", evidence=[prog.evidence(cls.line)])
     if off_notes:
         return result(me, "pass", "the path exists but is off: " + off_notes[0][0], evidence=off_notes[0][1])
     return result(me, "pass", "no training on validation tokens before serialization and no overlap "

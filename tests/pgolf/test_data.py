@@ -125,3 +125,32 @@ def test_missing_shards_is_a_clear_error(tmp_path):
     with pytest.raises(ShardError) as e:
         find_shards(str(tmp_path), "train")
     assert e.value.code == "no_shards"
+
+
+def test_tokenize_cli_writes_shards(tmp_path, shared_dir, capsys):
+    """Text -> BOS-prefixed uint16 shards that the loader and the val reader accept."""
+    from pgolf.tokenize import main
+
+    src = tmp_path / "text.txt"
+    src.write_text("\n\n".join(f"document number {i} says hello to the world" for i in range(30)))
+    model = shared_dir / "data/tokenizers/fineweb_1024_bpe.model"
+    out = tmp_path / "out"
+    assert main(["--input", str(src), "--out", str(out), "--model", str(model), "--val-docs", "5"]) == 0
+    val = np.fromfile(out / "fineweb_val_000000.bin", dtype="<u2", offset=1024)
+    train = np.fromfile(out / "fineweb_train_000000.bin", dtype="<u2", offset=1024)
+    assert (val == 1).sum() == 5 and (train == 1).sum() == 25 and val[0] == 1 and train[0] == 1
+    assert read_header(out / "fineweb_train_000000.bin") == train.size
+    assert main(["--input", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "no_input" in capsys.readouterr().err
+
+
+def test_tokenize_trains_a_byte_fallback_model(tmp_path):
+    from pgolf.tokenize import main
+
+    src = tmp_path / "t.txt"
+    src.write_text("\n\n".join("the cat sat on the mat with a hat " * 5 for _ in range(50)))
+    assert main(["--input", str(src), "--out", str(tmp_path / "o"), "--vocab-size", "300", "--val-docs", "3"]) == 0
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "o" / "tokenizer.model"))
+    assert sp.vocab_size() == 300 and sp.is_byte(4) and sp.bos_id() == 1

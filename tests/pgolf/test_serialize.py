@@ -50,7 +50,7 @@ def test_round_trip_is_bit_exact():
     assert serialize.pack(q, meta) == blob  # deterministic
 
 
-@pytest.mark.parametrize("codecs", [("lzma",), ("zstd",)])
+@pytest.mark.parametrize("codecs", [("lzma",), ("zstd",), ("rans",)])
 def test_each_codec_round_trips(codecs):
     q, meta = _payload(1)
     q2, _ = serialize.unpack(serialize.pack(q, meta, codecs=codecs))
@@ -76,9 +76,10 @@ def test_corruption_gives_a_clear_error():
     assert _code(b"hello world, not an artifact") == "artifact_bad_magic"
     assert _code(blob[: len(blob) // 2]) == "artifact_truncated"
     assert _code(blob + b"\0") == "artifact_truncated"
-    flipped = bytearray(blob)
-    flipped[-100] ^= 0x5A  # inside the last tensor stream
-    assert _code(bytes(flipped)) == "artifact_corrupt"
+    for pos in range(len(blob) - 1, len(blob) * 2 // 3, -len(blob) // 60):  # flips across the tensor streams
+        flipped = bytearray(blob)
+        flipped[pos] ^= 0x5A
+        assert _code(bytes(flipped)) == "artifact_corrupt", pos
     header = bytearray(blob)
     header[len(serialize.MAGIC) + 10] ^= 0xFF  # inside the compressed header
     assert _code(bytes(header)) in ("artifact_corrupt", "artifact_truncated")
@@ -123,3 +124,37 @@ def test_header_lies_are_caught():
     assert _code(_rewrite_header(blob, lambda h: h["streams"][1].update(rlen=2 ** 40))) == "artifact_corrupt"
     assert _code(_rewrite_header(blob, lambda h: h["streams"][1].update(codec="brotli"))) == "artifact_corrupt"
     assert _code(_rewrite_header(blob, lambda h: h["tensors"][0].update(shape=[3, 3]))) == "artifact_corrupt"
+
+
+def _stream_codecs(blob: bytes) -> list[str]:
+    seen = []
+    _rewrite_header(blob, lambda h: seen.extend(s["codec"] for s in h["streams"]))
+    return seen
+
+
+def test_default_pack_entropy_codes_the_int6_tensors():
+    q, meta = _payload(5)
+    blob = serialize.pack(q, meta)
+    assert "rans" in _stream_codecs(blob)
+    assert len(blob) < len(serialize.pack(q, meta, codecs=("zstd",)))
+
+
+@pytest.mark.parametrize("case", ["constant", "uniform", "rare_symbols", "odd_sizes"])
+def test_rans_round_trip_edge_cases(case):
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    if case == "constant":
+        raws = [bytes([5]) * 70_001]
+    elif case == "uniform":
+        raws = [rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes()]
+    elif case == "rare_symbols":  # one dominant value and 255 singletons: frequency rounding must borrow
+        a = np.zeros(1_000_000, dtype=np.uint8)
+        a[rng.choice(a.size, 255, replace=False)] = np.arange(1, 256, dtype=np.uint8)
+        raws = [a.tobytes()]
+    else:
+        raws = [rng.integers(-31, 32, n).astype(np.int8).tobytes() for n in (1, 4095, 4097, 65_537)]
+    buf = serialize._rans_pack(raws)
+    assert serialize._rans_unpack(buf) == b"".join(raws)
+    if case == "constant":
+        assert len(buf) < 20_000  # zero information: only the fixed lane states and the tables remain

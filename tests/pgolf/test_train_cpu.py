@@ -98,7 +98,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, cfg, queue):
+def _worker(rank, world, port, cfg, out_dir):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -110,23 +110,22 @@ def _worker(rank, world, port, cfg, queue):
         tr = Trainer(cfg, info)
         tr.setup()
         tr.train()
-        queue.put((rank, {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}))
+        sd = {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}
+        torch.save(sd, os.path.join(out_dir, f"rank{rank}.pt"))  # files: shared-memory handles die with the child
     finally:
         D.teardown()
 
 
-def _run_world(world, cfg):
+def _run_world(world, cfg, out_dir):
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world, port, cfg, q)) for r in range(world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, port, cfg, str(out_dir))) for r in range(world)]
     for p in procs:
         p.start()
-    out = dict(q.get(timeout=240) for _ in procs)
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=300)
         assert p.exitcode == 0
-    return out
+    return {r: torch.load(out_dir / f"rank{r}.pt") for r in range(world)}
 
 
 def test_two_gloo_processes_match_one_process(dataset, shared_dir, tmp_path):
@@ -137,14 +136,69 @@ def test_two_gloo_processes_match_one_process(dataset, shared_dir, tmp_path):
 
     cfg = _cfg(dataset, shared_dir, tmp_path, iterations=3, val_loss_every=0, post_train=0, emulate_world_size=8,
                num_layers=2, ve_layers="1", xsa_last_n=1)
-    two = _run_world(2, cfg)
+    two = _run_world(2, cfg, tmp_path)
     tr = Trainer(cfg.replace(run_id="one"), D.DistInfo())
     tr.setup()
     tr.train()
     one = {k: v.detach().float() for k, v in tr.model.state_dict().items()}
     for k in one:
         torch.testing.assert_close(two[0][k], two[1][k], atol=0, rtol=0)  # ranks stay identical
-        # bf16 gradient averaging in a different order: equal up to bf16 rounding of the updates
-        torch.testing.assert_close(two[0][k], one[k], atol=3e-3, rtol=3e-2)
+        # bf16 gradient averaging in another order: equal up to rounding, which NS5 amplifies along the
+        # gradient's tiny singular directions (and Adam's sign-like steps flip on near-zero gradients), so
+        # compare whole tensors loosely here; test_sharded_muon_equals_single_process is the exact check
+        rel = (two[0][k] - one[k]).norm() / one[k].norm().clamp_min(1e-12)
+        assert rel < 0.1, (k, float(rel))
     moved = sum((one[k] - v).abs().sum() for k, v in tr.ema.items())
     assert moved > 0
+
+
+def _muon_worker(rank, world, port, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from pgolf import distributed as D
+    from pgolf.optim import Muon
+
+    D.init(prefer_cuda=False)
+    try:
+        torch.manual_seed(0)
+        banks = [torch.nn.Parameter(torch.randn(5, 24, 16)), torch.nn.Parameter(torch.randn(3, 16, 48))]
+        grads = [[torch.randn_like(b).bfloat16().float() for b in banks] for _ in range(3)]  # same on all ranks
+        opt = Muon(banks, lr=0.02, momentum=0.9, weight_decay=0.04)
+        for step_grads in grads:
+            for b, g in zip(banks, step_grads):
+                b.grad = g.clone()
+            opt.launch_reduce_scatters()
+            opt.step()
+        torch.save([b.detach().clone() for b in banks], os.path.join(out_dir, f"muon{rank}.pt"))
+    finally:
+        D.teardown()
+
+
+def test_sharded_muon_equals_single_process(tmp_path):
+    """5 and 3 matrices over 2 ranks (padding 5->6, 3->4): shards, momentum, NS and gathers give the
+    same banks as the single-process path."""
+    from pgolf.optim import Muon
+
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_muon_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    torch.manual_seed(0)
+    banks = [torch.nn.Parameter(torch.randn(5, 24, 16)), torch.nn.Parameter(torch.randn(3, 16, 48))]
+    grads = [[torch.randn_like(b).bfloat16().float() for b in banks] for _ in range(3)]
+    start = [b.detach().clone() for b in banks]
+    opt = Muon(banks, lr=0.02, momentum=0.9, weight_decay=0.04)
+    for step_grads in grads:
+        for b, g in zip(banks, step_grads):
+            b.grad = g.clone()
+        opt.step()
+    for r in range(2):
+        got = torch.load(tmp_path / f"muon{r}.pt")
+        for g, b, s0 in zip(got, banks, start):
+            assert not torch.equal(b.detach(), s0)
+            torch.testing.assert_close(g, b.detach(), atol=1e-6, rtol=1e-5)

@@ -15,12 +15,13 @@ _GPTQ = re.compile(r"GPTQ:collected (\d+) Hessians in ([\d.]+)s")
 _RESERVE = re.compile(r"gptq:reserving (\d+)s, effective=(\d+)ms")
 _SHARDS = re.compile(r"^train_shards: (\d+)$")
 _VALTOK = re.compile(r"^val_tokens: (\d+)$")
+_SCORE = re.compile(r"^(\S+) val_loss[:=]\s?([\d.]+) val_bpb[:=]\s?([\d.]+)")
 
 
 def mini_parse_log(text: str, file: str) -> ParsedLog:
     """Just the fields the code rules read: the Hyperparameters echo, train time, GPTQ timing,
     the data fingerprints (with where each was read)."""
-    from rules.logs import LogLine
+    from rules.logs import LogLine, ScoreLine
     log = ParsedLog(file=file)
     in_hp = False
     for i, line in enumerate(text.splitlines(), 1):
@@ -32,6 +33,8 @@ def mini_parse_log(text: str, file: str) -> ParsedLog:
             log.config[m.group(1)] = m.group(2).strip()
             continue
         in_hp = False
+        if (m := _SCORE.match(line)):
+            log.scores.append(ScoreLine(m.group(1), float(m.group(2)), float(m.group(3)), None, LogLine(i, line)))
         if (m := _TRAIN_TIME.search(line)):
             log.train_time_ms = float(m.group(1))
             log.where["train_time_ms"] = LogLine(i, line)
@@ -53,6 +56,9 @@ def mini_parse_log(text: str, file: str) -> ParsedLog:
             log.post_train_elapsed_s = float(m.group(1)) if m else None
         if "gptq:generated" in line or "self-generated" in line:
             log.gptq_calib_source = "self-generated"
+        elif line.lower().startswith("gptq") and ("(val data)" in line or "validation" in line.lower()):
+            log.gptq_calib_source = "val"
+            log.where["gptq_calib_source"] = LogLine(i, line)
     return log
 
 
@@ -71,7 +77,11 @@ def context_for_dir(case: Path) -> AuditContext:
         from rules.engine import context_for  # type: ignore[import-not-found]
         return context_for(case, policy=None)
     except (ImportError, NotImplementedError, AttributeError):
-        pass
+        return direct_context(case)
+
+
+def direct_context(case: Path) -> AuditContext:
+    """An AuditContext straight from a folder: every .py decoded as is, logs through mini_parse_log."""
     files = sorted(str(p.relative_to(case)) for p in case.rglob("*") if p.is_file())
     sources = [source_file(f, (case / f).read_text()) for f in files if f.endswith(".py")]
     logs = [mini_parse_log((case / f).read_text(), f) for f in files

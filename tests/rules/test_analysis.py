@@ -336,3 +336,47 @@ def test_index_is_cached_and_syntax_errors_are_sentences():
     with pytest.raises(ParseFailure) as e:
         get_index("def broken(:\n    pass\n")
     assert "line 1" in e.value.sentence
+
+
+def test_a_document_loop_named_like_an_epoch_is_not_one():
+    site = _classify("""
+def ttt(model, val_tokens, docs):
+    acc = 0.0
+    for ep in range(len(docs)):
+        doc = val_tokens[docs[ep][0]:docs[ep][1]]
+        for ci in range(4):
+            chunk = doc[ci * 8:(ci + 1) * 8]
+            with torch.no_grad():
+                acc += model(chunk).sum()
+            model(chunk).backward()
+    return acc
+""", "ttt")
+    assert site.kind == "score_first"
+
+
+def test_accumulating_the_pre_update_loss_after_the_step_is_score_first():
+    site = _classify("""
+def ttt(model, val_tokens, n):
+    loss_sum = 0.0
+    for ci in range(n):
+        chunk = val_tokens[ci * 8:(ci + 1) * 8]
+        loss = model(chunk)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+    return loss_sum
+""", "ttt")
+    assert site.kind == "score_first"
+    # the same with the loss recomputed after the update is train-then-score
+    assert _classify("""
+def ttt(model, val_tokens, n):
+    loss_sum = 0.0
+    for ci in range(n):
+        chunk = val_tokens[ci * 8:(ci + 1) * 8]
+        loss = model(chunk)
+        loss.backward()
+        opt.step()
+        loss = model(chunk)
+        loss_sum += loss.detach()
+    return loss_sum
+""", "ttt").kind == "train_then_score"

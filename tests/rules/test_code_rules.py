@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rules.logs import ParsedLog
-from tests.rules.code_rule_support import context_for_dir, context_for_script
+from tests.rules.code_rule_support import context_for_dir, context_for_script, direct_context
 
 CODE_RULES = ["calibration_within_budget", "ttt_score_first", "ngram_target_in_key", "two_pass_rescore",
               "gptq_on_validation", "validation_in_training", "normalized_distribution", "byte_accounting",
@@ -91,14 +91,15 @@ def test_fail_evidence_is_the_offending_source_line():
             lines = script.read_text().splitlines()
             for e in code_ev:
                 assert e.line is not None and 1 <= e.line <= len(lines), (case, e)
-                assert e.text.split("  # ")[0] == lines[e.line - 1].strip(), (case, e)
+                assert e.text == lines[e.line - 1].strip()[:300], (case, e)
             checked += 1
     assert checked >= 25
 
 
 @pytest.mark.parametrize("module", CODE_RULES)
-def test_fixture_expectations_hold_without_the_loader(module):
-    """The same must-fire / must-not-fire folders, through the direct context builder."""
+def test_fixture_expectations_per_rule(module):
+    """Each code rule has several must-fire and must-not-fire folders, and they hold (through
+    context_for_dir: the real loader, or a direct build while it is missing)."""
     cases = sorted((FIXTURES / module).glob("*/*/expect.json"))
     assert len([c for c in cases if c.parent.parent.name == "fire"]) >= 3
     assert len([c for c in cases if c.parent.parent.name == "pass"]) >= 3
@@ -160,3 +161,16 @@ def test_validation_overlap_fingerprints_need_no_script():
     assert mod.check(context_for_script(None, logs=[ParsedLog(file="a.log", val_tokens=9_662_464)])).outcome == "fail"
     clean = mod.check(context_for_script(None, logs=[ParsedLog(file="a.log", train_shards=80, val_tokens=47_851_520)]))
     assert clean.outcome == "not_applicable"
+
+
+@pytest.mark.parametrize("module", CODE_RULES)
+def test_fixtures_hold_with_the_direct_builder(module):
+    """The rules read only SourceFile/ParsedLog fields, so a context built without the loader
+    gives the same outcomes."""
+    for exp_file in sorted((FIXTURES / module).glob("*/*/expect.json")):
+        case, kind = exp_file.parent, exp_file.parent.parent.name
+        exp = json.loads(exp_file.read_text())
+        want = exp.get("outcome", "fail" if kind == "fire" else ["pass", "not_applicable"])
+        want = [want] if isinstance(want, str) else want
+        res = _mod(module).check(direct_context(case))
+        assert res.outcome in want, (case.name, res.outcome, res.message)

@@ -285,7 +285,7 @@ def purge_redis(redis_url: str, *queues: str) -> None:
     import redis
     client = redis.Redis.from_url(redis_url)
     try:
-        for q in queues:
-            client.delete(q)
+        for q in queues:   # the queue and kombu's routing keys for it
+            client.delete(q, f"_kombu.binding.{q}", f"_kombu.binding_permanent.{q}")
     finally:
         client.close()

@@ -61,6 +61,9 @@ def test_upload_is_accepted_and_identified_by_content(env, record_folders) -> No
                      files={"file": ("again.tar.gz", tgz_folder(folder))})
     assert r2.status_code == 202 and r2.json()["id"] == body["id"] and r2.json()["duplicate"]
     assert _count(settings) == 1 and _count(settings, AuditJob) == 1
+    listed = client.get("/v1/submissions").json()["submissions"]
+    assert [x["id"] for x in listed] == [body["id"]]
+    assert client.get("/v1/submissions?state=passed").json()["submissions"] == []
     got = client.get(f"/v1/submissions/{body['id']}").json()
     assert got["name"] == folder.name and got["source"]["kind"] == "upload"
     assert got["jobs"][0]["state"] == "queued" and got["transitions"][0]["to"] == "received"
@@ -272,3 +275,79 @@ def test_internal_errors_never_leak_a_traceback(env) -> None:
     r = client.get("/boom")
     assert r.status_code == 500 and r.json()["code"] == "internal_error"
     assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_verdict_cache_fast_path_and_refresh(tmp_path, record_folders) -> None:
+    """Cached public verdicts are served without touching the store; an admin re-run evicts;
+    an expired entry is refreshed from the store by one request while others get the old one."""
+    import time as _time
+
+    settings = make_settings(tmp_path / "home", verdict_cache_ttl_s=0.3, submit_requires_token=False)
+    with TestClient(create_app(settings)) as client:
+        sid = _post(client, {}, zip_folder(record_folders[0])).json()["id"]
+        run_audit(sid, settings)
+        first = client.get(f"/v1/submissions/{sid}/verdict")
+        assert first.status_code == 200
+        # change the stored verdict behind the API's back: the cache still answers ...
+        with session_scope(settings.database_url) as s:
+            repo.save_verdict(s, repo.get_submission(s, sid), {**first.json(), "outcome": "needs_review"})
+        cached = client.get(f"/v1/submissions/{sid}/verdict")
+        assert cached.json()["outcome"] == first.json()["outcome"]
+        assert cached.headers["etag"] == first.headers["etag"]
+        # ... with a token the store is read
+        with session_scope(settings.database_url) as s:
+            _, tok = repo.create_token(s, "r", "submit")
+        fresh = client.get(f"/v1/submissions/{sid}/verdict", headers={"Authorization": f"Bearer {tok}"})
+        assert fresh.json()["outcome"] == "needs_review" and fresh.headers["etag"] != first.headers["etag"]
+        # after the TTL, one request refreshes and the new verdict is served from the cache
+        with session_scope(settings.database_url) as s:
+            repo.save_verdict(s, repo.get_submission(s, sid), {**first.json(), "outcome": "pass"})
+        _time.sleep(0.35)
+        seen = {client.get(f"/v1/submissions/{sid}/verdict").json()["outcome"] for _ in range(3)}
+        assert "pass" in seen
+        assert client.get(f"/v1/submissions/{sid}/verdict").json()["outcome"] == "pass"
+
+
+def test_resubmitting_after_an_infrastructure_error_retries(env, record_folders) -> None:
+    settings, client, submit, _ = env
+    data = zip_folder(record_folders[0])
+    sid = _post(client, submit, data).json()["id"]
+    with session_scope(settings.database_url) as s:
+        sub = repo.get_submission(s, sid)
+        job = repo.latest_job(s, sid, "static")
+        repo.finish_job(s, job, "failed", error_code="database_unavailable", error="db down")
+        repo.transition(s, sub, "error_infra", "database_unavailable", "db down")
+    again = _post(client, submit, data).json()
+    assert again["id"] == sid and again["state"] == "received" and again["queued"]
+    assert run_audit(sid, settings) in ("passed", "failed", "needs_review")
+    got = client.get(f"/v1/submissions/{sid}").json()
+    assert got["error"] is None and "resubmitted" in [t["reason"] for t in got["transitions"]]
+
+
+def test_webhook_delivery_queues_the_audit_in_this_apps_store(tmp_path) -> None:
+    """The GitHub webhook route (api/routes/webhooks.py) mounted by create_app records the PR
+    submission and publishes its audit with this app's settings, not the process-wide ones."""
+    import hashlib
+    import hmac
+    import json
+
+    import pytest as _pytest
+    _pytest.importorskip("api.routes.webhooks")
+    settings = make_settings(tmp_path / "home", github_webhook_secret="s3cret")
+    payload = json.dumps({
+        "action": "opened", "number": 12,
+        "repository": {"full_name": "openai/parameter-golf"},
+        "pull_request": {"number": 12, "title": "Record", "head": {
+            "sha": "f" * 40, "repo": {"full_name": "someone/parameter-golf"}}}}).encode()
+    sig = "sha256=" + hmac.new(b"s3cret", payload, hashlib.sha256).hexdigest()
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/webhooks/github", content=payload, headers={
+            "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d-1",
+            "X-Hub-Signature-256": sig, "Content-Type": "application/json"})
+        assert r.status_code == 202, r.text
+        sid = r.json()["submission_id"]
+        got = client.get(f"/v1/submissions/{sid}").json()
+        assert got["source"]["kind"] == "github" and got["source"]["head_sha"] == "f" * 40
+    with session_scope(settings.database_url) as s:
+        job = repo.latest_job(s, sid, "static")
+        assert job is not None and job.published_at is not None and job.celery_task_id

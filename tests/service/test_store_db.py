@@ -70,3 +70,19 @@ def test_sqlite_uses_wal(tmp_path) -> None:
     with get_engine(url).connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+
+
+def test_upgrade_command(tmp_path) -> None:
+    """`python -m store.db upgrade` migrates the database the environment names."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGOLF_AUDIT_")}
+    env.update(PGOLF_AUDIT_HOME=str(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run([sys.executable, "-m", "store.db", "upgrade"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "migrated sqlite:///" in out.stdout
+    assert TABLES <= set(inspect(get_engine(f"sqlite:///{tmp_path / 'audit.db'}")).get_table_names())

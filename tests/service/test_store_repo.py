@@ -131,11 +131,14 @@ def test_list_stuck_jobs(migrated: str) -> None:
         never = repo.create_job(s, sub, "static", deadline_s=600)
         fresh = repo.create_job(s, sub, "static", deadline_s=600)
         repo.mark_published(s, fresh, "t-1")
+        waiting_gpu = repo.create_job(s, sub, "reproduce", deadline_s=600)
+        repo.mark_published(s, waiting_gpu, "t-2")
         stuck = repo.list_stuck_jobs(s, stale_after_s=60, requeue_after_s=60,
                                      now=utcnow() + timedelta(seconds=61))
         assert [j.id for j in stuck.past_deadline] == [late.id]
         assert [j.id for j in stuck.stale_running] == [stale.id]
-        # `fresh` was published 61 s ago and not picked up: published again too
+        # `fresh` was published 61 s ago and not picked up: published again too; a reproduce
+        # job waiting behind another GPU run is not
         assert sorted(j.id for j in stuck.unpublished) == sorted([never.id, fresh.id])
         stuck_now = repo.list_stuck_jobs(s, stale_after_s=60, requeue_after_s=60)
         assert [j.id for j in stuck_now.unpublished] == [never.id]
@@ -182,3 +185,18 @@ def test_jobs_cascade_with_runs(migrated: str) -> None:
         cancelled = repo.cancel_jobs(s, sub.id)
         assert [j.id for j in cancelled] == [job.id] and job.state == "cancelled"
         assert s.get(AuditJob, job.id).error_code == "cancelled"
+
+
+def test_only_the_current_holder_finishes_a_job(migrated: str) -> None:
+    """A slow worker and the one that took its job over both reach the end: one writes."""
+    with session_scope(migrated) as s:
+        sub = _sub(s)
+        job = repo.create_job(s, sub, "static", deadline_s=60)
+        repo.claim_job(s, job.id, worker="slow", stale_after_s=30)
+        repo.claim_job(s, job.id, worker="fresh", stale_after_s=30,
+                       now=utcnow() + timedelta(seconds=31))
+        assert not repo.finish_claimed_job(s, job.id, worker="slow", attempt=1)
+        assert repo.finish_claimed_job(s, job.id, worker="fresh", attempt=2)
+        assert not repo.finish_claimed_job(s, job.id, worker="fresh", attempt=2)
+        s.refresh(job)
+        assert job.state == "done" and job.duration_s is not None

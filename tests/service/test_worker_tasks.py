@@ -223,9 +223,80 @@ def test_reproduction_hooks_walk_queued_running_judging(settings, record_folders
         sub = repo.get_submission(s, sid)
         assert "running" in [t.to_state for t in sub.transitions]
         assert all(r.status == "infra_error" and r.error for r in sub.runs)
+        # the first judging attempt hit an infrastructure fault; its retry must still judge
+        repo.transition(s, sub, "error_infra", "database_unavailable", "db down")
     assert run_judge(sid, settings) in ("passed", "failed", "needs_review")
     with session_scope(settings.database_url) as s:
         v = repo.get_verdict(s, sid)
         assert v.basis == "reproduced" and v.version == 2 and len(v.body["runs"]) == 2
         states = [t.to_state for t in repo.get_submission(s, sid).transitions]
         assert states[-3:-1] == ["judging", "reported"]
+
+
+def test_cancel_during_an_audit_writes_nothing(tmp_path, record_folders) -> None:
+    """An admin cancels while the worker is mid-audit: the worker notices at its next step and
+    stores no verdict; the submission stays cancelled."""
+    import threading
+
+    from tests.service.conftest import make_settings
+    from store.db import migrate
+
+    settings = make_settings(tmp_path / "h", fault_injection_pause_s=1.0)
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    sid = _submit(settings, record_folders[0])
+    result: list[str] = []
+    t = threading.Thread(target=lambda: result.append(run_audit(sid, settings)))
+    t.start()
+    from tests.service.conftest import wait_for
+    wait_for(lambda: _state(settings, sid)[0] == "validating", 10, "the audit to start")
+    with session_scope(settings.database_url) as s:
+        sub = repo.get_submission(s, sid)
+        repo.cancel_jobs(s, sid)
+        repo.transition(s, sub, "cancelled", "admin_cancel")
+    t.join(20)
+    assert result == ["superseded"]
+    state, _, jobs = _state(settings, sid)
+    assert state == "cancelled" and jobs[0][0] == "cancelled"
+    with session_scope(settings.database_url) as s:
+        assert repo.get_verdict(s, sid) is None
+
+
+def test_worker_cli_arguments(monkeypatch, tmp_path) -> None:
+    import argparse
+
+    from store.settings import get_settings
+    from worker.cli import build_argv
+
+    monkeypatch.setenv("PGOLF_AUDIT_HOME", str(tmp_path))
+    monkeypatch.setenv("PGOLF_AUDIT_QUEUE_GPU", "gpu-x")
+    get_settings.cache_clear()
+    try:
+        ns = argparse.Namespace(queues="gpu", concurrency=4, pool="prefork", beat=False,
+                                loglevel="info", hostname="n1")
+        argv = build_argv(ns)
+        assert "--queues=gpu-x" in argv and "--concurrency=1" in argv   # one GPU job at a time
+        ns = argparse.Namespace(queues="audit,gpu", concurrency=0, pool="solo", beat=True,
+                                loglevel="info", hostname=None)
+        argv = build_argv(ns)
+        assert "--queues=audit,gpu-x" in argv and "--beat" in argv
+        assert not any(a.startswith("--concurrency") for a in argv)
+        with pytest.raises(SystemExit):
+            build_argv(argparse.Namespace(queues="cpu", concurrency=0, pool="solo", beat=False,
+                                          loglevel="info", hostname=None))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_celery_app_is_configured_for_long_jobs() -> None:
+    from store.settings import Settings
+    from worker.app import TASK_AUDIT, TASK_REPRODUCE, make_celery
+
+    app = make_celery(Settings(broker_url="redis://127.0.0.1:6379/0", queue_gpu="g", queue_audit="a"))
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] > Settings().reproduce_deadline_s
+    assert conf.task_routes[TASK_REPRODUCE] == {"queue": "g"}
+    assert app.amqp.router.route({}, TASK_AUDIT)["queue"].name == "a"
+    assert conf.beat_schedule["sweep-stuck-jobs"]["task"] == "pgolf.sweep"

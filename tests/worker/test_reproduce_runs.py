@@ -151,3 +151,27 @@ def test_cli_reproduce_prints_a_verdict(tmp_path, data, capsys):
     assert body["reproduction"][0]["seed"] == 7 and body["reproduction"][0]["status"] == "ok"
     assert main([str(tmp_path / "nope"), "--data", str(data)]) == 3
     assert main([str(sub), "--data", str(tmp_path / "no-data")]) == 3
+
+
+def test_reference_pgolf_score_first_ttt_passes_the_trace_judge(tmp_path):
+    """pgolf's own legal TTT (the PR #549 algorithm), tiny CPU config, through runner and tracer."""
+    pytest.importorskip("pgolf.train")
+    bench = pytest.importorskip("pgolf.bench")
+    data, tok = bench.make_corpus(tmp_path / "corpus")
+    repo = Path(__file__).resolve().parents[2]
+    sub = tmp_path / "2026-05-02_PgolfTiny"
+    sub.mkdir()
+    (sub / "train_gpt.py").write_text(f"import sys\nsys.path.insert(0, {str(repo)!r})\n"
+                                      "from pgolf.train import main\nmain()\n")
+    env = ("VOCAB_SIZE=320 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 BIGRAM_VOCAB_SIZE=128 "
+           "BIGRAM_DIM=32 XSA_LAST_N=2 ROPE_DIMS=8 VE_DIM=32 VE_LAYERS=1 TRAIN_SEQ_LEN=128 EVAL_SEQ_LEN=128 "
+           "TRAIN_BATCH_TOKENS=2048 VAL_BATCH_SIZE=4096 ITERATIONS=4 WARMUP_STEPS=1 VAL_LOSS_EVERY=0 "
+           "MAX_WALLCLOCK_SECONDS=0 GPTQ_CALIB_SAMPLES=2 COMPILE=0 SWA_ENABLED=0 TTT_ENABLED=1 TTT_EPOCHS=1 "
+           "TTT_CHUNK_TOKENS=2048")
+    (sub / "README.md").write_text(f"```bash\n{env} python train_gpt.py\n```\n")
+    out = reproduce_seed(sub, 1337, None, data_dir=data, tokenizer=tok, run_dir=tmp_path / "run", timeout_s=240)
+    assert out.record.status == "ok", out.record.tail
+    f = ttt_findings(out.evidence.trace)
+    assert f["steps_with_ranges"] >= 2 and f["c3"] == [] and f["c4"] == []
+    assert decided("ttt-score-first", out).outcome == "pass"
+    assert decided("validation-in-training", out).outcome == "pass"

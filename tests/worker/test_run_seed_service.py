@@ -25,8 +25,7 @@ def service(tmp_path, monkeypatch):
     write_shard(data / "fineweb_train_000000.bin", rng.integers(0, 64, 20_000))
     write_shard(data / "fineweb_val_000000.bin", rng.integers(0, 64, 1025))
     settings = Settings(home=tmp_path / "home", data_dir=data)
-    settings.ensure_dirs() if hasattr(settings, "ensure_dirs") else None
-    settings.blob_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_dirs()
     migrate(settings.database_url)
     import worker.reproduce as rep
     monkeypatch.setattr(rep, "_settings", lambda: settings)

@@ -59,3 +59,17 @@ def test_shards_round_trip_and_trace_reading(tmp_path):
     tr.write_text('{"e":"b","t":2}\n{"e":"a","t":1}\nnot json\n{"e":"c","t":3')
     assert [e["e"] for e in read_trace(tr)] == ["a", "b"]
     assert read_trace(tmp_path / "missing.jsonl") == []
+
+
+def test_batched_resolution_equals_per_call_resolution():
+    val = _stream(100_000, seed=5)
+    ix = ValIndex(val)
+    calls = [val[s + 1:s + 65] for s in range(2048, 2048 + 64 * 40, 64)]   # sliding tails, contiguous
+    calls.append(_stream(64, seed=9))                                        # not in the stream
+    calls.append(val[50_000:52_048])                                        # a whole window
+    flat = np.concatenate(calls)
+    bounds = np.cumsum([0] + [c.size for c in calls]).tolist()
+    batched = ix.ranges_by_segment(flat, bounds)
+    single = [ix.ranges(c, merge=False) for c in calls]
+    assert batched == [(r, u) for r, u in single]
+    assert batched[0] == ([[2049, 2113]], 0) and batched[-2] == ([], 64)

@@ -128,8 +128,41 @@ class ValIndex:
         windows), in target order."""
         import numpy as np
         t = np.asarray(targets).reshape(-1).astype(np.int64, copy=False)
+        runs = self.aligned_runs(t, max_candidates)
+        out = [[a + d, b + d] for a, b, d in runs]
+        unres = int(t.size - sum(b - a for a, b, _ in runs))
+        if not merge:
+            return sorted(out, key=lambda r: r[0]), unres
+        return merge_ranges(out), unres
+
+    def ranges_by_segment(self, flat, bounds: list[int]) -> list[tuple[list[list[int]], int]]:
+        """ranges(merge=False) for each segment flat[bounds[i]:bounds[i+1]] of a concatenation,
+        resolved in one pass (many small scoring calls, one host transfer)."""
+        import bisect
+        import numpy as np
+        t = np.asarray(flat).reshape(-1).astype(np.int64, copy=False)
+        runs = sorted(self.aligned_runs(t))
+        starts = [a for a, _, _ in runs]
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            rows, cov = [], 0
+            k = max(bisect.bisect_right(starts, lo) - 1, 0)
+            while k < len(runs) and runs[k][0] < hi:
+                a, b, d = runs[k]
+                a2, b2 = max(a, lo), min(b, hi)
+                if b2 > a2:
+                    rows.append([a2 + d, b2 + d])
+                    cov += b2 - a2
+                k += 1
+            out.append((sorted(rows), (hi - lo) - cov))
+        return out
+
+    def aligned_runs(self, t, max_candidates: int = 4) -> list[tuple[int, int, int]]:
+        """Disjoint runs (flat_start, flat_end, delta) of `t` equal to stream[flat + delta],
+        each at least MIN_RUN long."""
+        import numpy as np
         if t.size < NGRAM or self.keys.size == 0:
-            return [], int(t.size)
+            return []
         h = ngram_hashes(t)
         top = (h >> np.uint64(64 - self.bits)).astype(np.int64)
         maybe = np.flatnonzero((self.present[top >> 3] >> (top & 7).astype(np.uint8)) & 1)
@@ -139,7 +172,7 @@ class ValIndex:
         hit[hit] = self.keys[lo[hit]] == h[hit]
         idx = np.nonzero(hit)[0]
         if idx.size == 0:
-            return [], int(t.size)
+            return []
         # alignment of each hit (val position - target position), with duplicates of an 8-gram
         # in the stream giving up to max_candidates alignments
         hit_i, hit_d = [], []
@@ -156,7 +189,7 @@ class ValIndex:
         hi_i, hi_d = hi_i[order], hi_d[order]
         bounds = np.flatnonzero(np.diff(hi_d)) + 1
         covered = np.zeros(t.size, dtype=bool)
-        out: list[list[int]] = []
+        out: list[tuple[int, int, int]] = []
         for grp_i, grp_d in zip(np.split(hi_i, bounds), np.split(hi_d, bounds)):
             d = int(grp_d[0])
             a = max(0, -d, int(grp_i[0]) - self.stride)
@@ -172,16 +205,14 @@ class ValIndex:
                 b = nb
                 if not more.all():
                     break
+            eq &= ~covered[a:b]          # a position belongs to one alignment only
             padded = np.concatenate(([False], eq, [False]))
             edges = np.flatnonzero(padded[1:] != padded[:-1])
             for s_, e_ in zip(edges[0::2].tolist(), edges[1::2].tolist()):
                 if e_ - s_ >= MIN_RUN:
                     covered[a + s_:a + e_] = True
-                    out.append([a + s_ + d, a + e_ + d])
-        unres = int(t.size - covered.sum())
-        if not merge:
-            return sorted(out, key=lambda r: r[0]), unres
-        return merge_ranges(out), unres
+                    out.append((a + s_, a + e_, d))
+        return out
 
 
 def merge_ranges(ranges: Iterable[Iterable[int]]) -> list[list[int]]:

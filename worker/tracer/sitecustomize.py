@@ -61,6 +61,8 @@ class _State:
         self.ce = {"setup": 0, "train": 0, "eval": 0}
         self.grad_ce = {"setup": 0, "train": 0, "eval": 0}
         self.pending: list[list[int]] = []     # grad-forward ranges since the last step (eval)
+        self.sbuf: list = []                    # (time, targets) of no-grad scoring calls to resolve
+        self.sbuf_tokens = 0
         self.pending_unres = 0
         self.index = None
         self.index_error: str | None = None
@@ -378,18 +380,49 @@ def _on_score(inp, target) -> None:
                 _emit({"e": "score", "ph": ph, "grad": True, "r": _tracer_lib().merge_ranges(rows),
                        "unres": unres, "n": n, "sampled": True})
             return
+        if not grad:
+            # scoring calls are many and small: keep a copy of the targets (no host sync) and
+            # resolve them in batches, always before the next update is recorded
+            S.sbuf.append((time.time(), target.detach().reshape(-1).clone()))
+            S.sbuf_tokens += int(target.numel())
+            if len(S.sbuf) >= 512 or S.sbuf_tokens >= (1 << 22):
+                _flush_scores()
+            return
+        _flush_scores()
         rows, unres, n = _resolve(target)
         r = _tracer_lib().merge_ranges(rows)
-        if grad:
-            S.grad_ce[ph] += 1
-            S.pending.extend(r)
-            S.pending_unres += unres
-            _emit({"e": "score", "ph": ph, "grad": True, "r": r, "unres": unres, "n": n})
-        else:
-            ev = {"e": "score", "ph": ph, "grad": False, "r": r, "unres": unres, "n": n}
-            if len(rows) != len(r):
-                ev["rows"] = rows      # overlapping windows: each window's own range
-            _emit(ev)
+        S.grad_ce[ph] += 1
+        S.pending.extend(r)
+        S.pending_unres += unres
+        _emit({"e": "score", "ph": ph, "grad": True, "r": r, "unres": unres, "n": n})
+
+
+def _flush_scores() -> None:
+    """Resolve the buffered no-grad scoring calls (one host transfer) and emit their events."""
+    if not S.sbuf:
+        return
+    import torch
+    buf, S.sbuf, S.sbuf_tokens = S.sbuf, [], 0
+    S.index_ready.wait()
+    lib = _tracer_lib()
+    sizes = [int(x.numel()) for _, x in buf]
+    bounds = [0]
+    for n in sizes:
+        bounds.append(bounds[-1] + n)
+    if S.index is None:
+        per = [([], n) for n in sizes]
+    else:
+        try:
+            flat = torch.cat([x.to("cpu") if x.device != buf[0][1].device else x for _, x in buf])
+        except Exception:
+            flat = torch.cat([x.to("cpu") for _, x in buf])
+        per = S.index.ranges_by_segment(flat.to("cpu").numpy(), bounds)
+    for (t, _), n, (rows, unres) in zip(buf, sizes, per):
+        r = lib.merge_ranges(rows)
+        ev = {"e": "score", "t": t, "ph": "eval", "grad": False, "r": r, "unres": unres, "n": n}
+        if len(rows) != len(r):
+            ev["rows"] = rows      # overlapping windows: each window's own range
+        _emit(ev)
 
 
 def _install_torch(torch) -> None:
@@ -432,6 +465,8 @@ def _install_torch(torch) -> None:
                 torch.cuda.synchronize()
         except Exception:
             pass
+        with _Busy():
+            _flush_scores()
         _tl = _tracer_lib()
         _emit({"e": "step", "ph": ph, "r": _tl.merge_ranges(S.pending), "unres": S.pending_unres,
                "opt": type(optimizer).__name__})
@@ -447,6 +482,8 @@ def _install_torch(torch) -> None:
 
     def backward(self, *args, **kwargs):
         if not _inside() and _poll_phase() == "eval":
+            with _Busy():
+                _flush_scores()
             _emit({"e": "bwd", "ph": "eval", "r": _tracer_lib().merge_ranges(S.pending)})
         return orig_backward(self, *args, **kwargs)
 
@@ -492,6 +529,11 @@ def _install_import_hook() -> None:
 
 
 def _summary() -> None:
+    try:
+        with _Busy():
+            _flush_scores()
+    except Exception:
+        pass
     val_opens = sorted(p for p in S.open_counts if _classify(p)[0])
     _emit({"e": "summary", "ph": S.phase, "steps": S.steps, "ce": S.ce, "grad_ce": S.grad_ce,
            "opens": {p: S.open_counts[p] for p in val_opens[:100]}}, flush=True)
