@@ -100,6 +100,7 @@ class Config:
     #    clipping on fewer GPUs (pipeline.md §1.4, §4.4).
     emulate_world_size: int = 0
     compile: int = 1  # torch.compile on CUDA (never on CPU)
+    compile_mode: str = "default"  # torch.compile mode of the training model (e.g. max-autotune-no-cudagraphs)
     post_train: int = 1  # 0: stop after training (speed benchmarks skip EMA/GPTQ/evals)
     out_dir: str = "."  # where logs/, final_model.pt and final_model.int6.ptz go
 

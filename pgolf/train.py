@@ -91,7 +91,8 @@ class Trainer:
         if cfg.use_gptq and self.cap_ms is not None:
             log(f"gptq:reserving {cfg.gptq_reserve_ms:.0f}ms from training budget, effective={self.cap_ms:.0f}ms")
         use_compile = self.is_cuda and cfg.compile
-        self.fwd = torch.compile(self.model, dynamic=False, fullgraph=True) if use_compile else self.model
+        mode = None if cfg.compile_mode in ("", "default") else cfg.compile_mode
+        self.fwd = torch.compile(self.model, dynamic=False, fullgraph=True, mode=mode) if use_compile else self.model
         self.optimizers = build_optimizers(self.model, cfg)
         self.muon, self.adam_tok, self.adam_scalar = self.optimizers
         named = dict(self.model.named_parameters())

@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import (
-    CANCELLED, ERROR_INFRA, FAILED, JOB_CANCELLED, JOB_DONE, JOB_FAILED, JOB_QUEUED, JOB_RUNNING,
-    JUDGING, NEEDS_REVIEW, PASSED, QUEUED, RECEIVED, REPORTED, RUNNING, TERMINAL, VALIDATING,
+    CANCELLED, ERROR_INFRA, FAILED, JOB_CANCELLED, JOB_DONE, JOB_QUEUED, JOB_RUNNING,
+    JUDGING, NEEDS_REVIEW, PASSED, QUEUED, RECEIVED, REPORTED, RUNNING, VALIDATING,
     ApiToken, AuditJob, Run, StateTransition, Submission, Verdict, WebhookDelivery, utcnow,
 )
 

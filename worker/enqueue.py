@@ -15,7 +15,7 @@ from store.db import session_scope
 from store.models import JOB_QUEUED, JOB_RUNNING, AuditJob
 from store.settings import Settings, get_settings
 
-from .app import TASK_AUDIT, TASK_REPRODUCE, sender_for
+from .app import TASK_AUDIT, TASK_JUDGE, TASK_REPRODUCE, sender_for
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +75,9 @@ def enqueue_reproduce(submission_id: str, seed: int | None, nproc: int, *, job_i
     settings = settings or get_settings()
     return publish(settings, TASK_REPRODUCE, [submission_id, seed, nproc, job_id],
                    queue=settings.queue_gpu, job_id=job_id)
+
+
+def enqueue_judge(submission_id: str, *, settings: Settings | None = None) -> str:
+    """Publish the judging of a submission whose reproduction runs are all finished."""
+    settings = settings or get_settings()
+    return publish(settings, TASK_JUDGE, [submission_id], queue=settings.queue_audit, job_id=None)

@@ -220,8 +220,9 @@ class WorkerProcess:
     """`python -m worker.cli` in its own process group (so kill -9 takes the whole pool)."""
 
     def __init__(self, settings: Settings, *, queues: str = "audit", pool: str = "solo",
-                 concurrency: int = 1, log: Path | None = None):
+                 concurrency: int = 1, log: Path | None = None, beat: bool = False):
         self.settings, self.queues, self.pool, self.concurrency = settings, queues, pool, concurrency
+        self.beat = beat
         self.log = log or (settings.home / f"worker-{uuid.uuid4().hex[:6]}.log")
         self.proc: subprocess.Popen | None = None
 
@@ -229,7 +230,8 @@ class WorkerProcess:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "worker.cli", "--queues", self.queues, "--pool", self.pool,
-             "--concurrency", str(self.concurrency), "--loglevel", "info", "--no-migrate"],
+             "--concurrency", str(self.concurrency), "--loglevel", "info", "--no-migrate",
+             *(["--beat"] if self.beat else [])],
             cwd=REPO, env=settings_env(self.settings), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
         out.close()

@@ -151,3 +151,34 @@ def test_broker_restart_keeps_verdicts_and_resumes_work(tmp_path, own_redis, sta
         with session_scope(settings.database_url) as s:
             assert s.get(AuditJob, job.id).state == "done"
             assert repo.get_submission(s, b["id"]).error_code is None
+
+
+def test_beat_sweeper_publishes_work_the_broker_never_got(tmp_path, redis_url, start_worker,
+                                                          record_folders) -> None:
+    """A job recorded while the broker was down (never published) is picked up by the worker's
+    own beat schedule — no operator, no manual sweep."""
+    from store.blobs import BlobStore
+    from worker.intake import store_folder
+
+    settings = make_settings(tmp_path / "home", broker_url=redis_url, sweeper_interval_s=1.0,
+                             **unique_queues())
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+    stored = store_folder(BlobStore(settings.blob_dir), record_folders[0])
+    with session_scope(settings.database_url) as s:
+        sub, _ = repo.create_or_get_submission(s, sha256=stored.sha256, source_kind="upload",
+                                               folder_key=stored.folder_key, name=stored.name)
+        repo.create_job(s, sub, "static", deadline_s=600)      # recorded, never published
+        sid = sub.id
+    worker = start_worker(settings, queues="audit", pool="solo", beat=True)
+    try:
+        def finished():
+            with session_scope(settings.database_url) as s:
+                return repo.get_submission(s, sid).state in TERMINAL
+        wait_for(finished, 60, "the beat sweeper to get the job audited", interval=0.3,
+                 diagnose=worker.tail)
+        with session_scope(settings.database_url) as s:
+            job = repo.latest_job(s, sid, "static")
+            assert job.state == "done" and job.attempts == 1 and job.celery_task_id
+    finally:
+        purge_redis(redis_url, settings.queue_audit, settings.queue_gpu)

@@ -3,7 +3,6 @@ machine, idempotency, the three failure kinds, and the sweeper. (The same functi
 Celery worker process are in test_worker_celery.py.)"""
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -206,6 +205,9 @@ def test_reproduction_hooks_walk_queued_running_judging(settings, record_folders
     monkeypatch.delenv("PGOLF_DATA_DIR", raising=False)
     monkeypatch.setattr("worker.tasks.get_settings", lambda: settings)
     monkeypatch.setattr("worker.reproduce._settings", lambda: settings, raising=False)
+    # the runner publishes the judging through worker.app.celery_app: this test's broker
+    from worker.app import sender_for
+    monkeypatch.setattr("worker.app.celery_app", sender_for(settings))
     sid = _submit(settings, record_folders[0])
     with session_scope(settings.database_url) as s:
         repo.get_submission(s, sid).reproduce = {"seeds": [1, 2], "nproc": 1}
