@@ -7,8 +7,13 @@ three seed logs in the record log format the scripts print (seed line, Hyperpara
 lines, stopping_early, sizes, the final sliding-window score). The logs are illustrative numbers
 generated deterministically from the seed, not the output of a real 8xH100 run.
 
-  pgolf-audit demo              build both into a temporary folder, audit, print the verdicts
-  pgolf-audit demo --json       the legal example's verdict JSON only
+  pgolf-audit demo              start `pgolf-audit serve` on embedded defaults (SQLite, blob dir,
+                                serverless broker, a worker child), submit both examples over
+                                HTTP, wait for the worker's verdicts, print them and the report
+                                URLs, save the reports as HTML files, then stop the server
+  pgolf-audit demo --keep-serving   the same, but leave the server running (Ctrl-C stops it)
+  pgolf-audit demo --offline    no server: build both into a temporary folder and audit in-process
+  pgolf-audit demo --json       (offline) the legal example's verdict JSON only
   pgolf-audit demo --write      regenerate the committed examples/ folders in place
   pgolf-audit demo --strict     exit 1 unless the legal example passes and the illegal one fails
 
@@ -213,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             build(spec, EXAMPLES / spec.key)
             print(f"wrote {EXAMPLES / spec.key}")
         return 0
+    if not ({"--offline", "--json"} & set(argv)):
+        from api.demo_service import run_service_demo
+        return run_service_demo(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="pgolf-demo-") as tmp:
             legal, illegal = build_both(Path(tmp))

@@ -147,3 +147,45 @@ class Verdict:
 
 EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "needs_review": 2}
 EXIT_BAD_INPUT = 3
+
+
+def verdict_from_json(d: dict[str, Any]) -> Verdict:
+    """A stored verdict JSON back as dataclasses (unknown keys dropped; the seed rows' extra keys
+    such as `role`/`note` kept as attributes), so the renderers work on stored verdicts too."""
+    from dataclasses import fields
+
+    def build(cls: type, data: Any, **over: Any) -> Any:
+        data = data if isinstance(data, dict) else {}
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names and k not in over}, **over)
+
+    def seed(x: dict[str, Any]) -> SeedResult:
+        obj = build(SeedResult, x, seed=x.get("seed"), log=str(x.get("log") or ""))
+        for k in ("role", "note"):
+            if k in x:
+                setattr(obj, k, x[k])
+        return obj
+
+    sub = d.get("submission") if isinstance(d.get("submission"), dict) else {}
+    info = SubmissionInfo(name=sub.get("name"), author=sub.get("author"), github_id=sub.get("github_id"),
+                          track=sub.get("track"), claimed_val_bpb=sub.get("claimed_val_bpb"),
+                          sha256=str(sub.get("sha256") or ""), files=list(sub.get("files") or []))
+    rules = [build(RuleResult, r, evidence=[build(Evidence, e, source=str(e.get("source") or "log"))
+                                            for e in r.get("evidence") or [] if isinstance(e, dict)],
+                   id=str(r.get("id") or "?"), code=str(r.get("code") or ""),
+                   title=str(r.get("title") or ""), outcome=r.get("outcome") or "needs_review",
+                   message=str(r.get("message") or ""))
+             for r in d.get("rules") or [] if isinstance(r, dict)]
+    st = d.get("statistics")
+    stats = None
+    if isinstance(st, dict):
+        b = st.get("baseline")
+        base = build(Baseline, b, name=str(b.get("name") or ""), seeds=list(b.get("seeds") or [])) \
+            if isinstance(b, dict) else None
+        stats = build(Statistics, st, n=int(st.get("n") or 0), mean_bpb=st.get("mean_bpb"),
+                      std_bpb=st.get("std_bpb"), baseline=base,
+                      readings=st.get("readings") if isinstance(st.get("readings"), dict) else {})
+    return Verdict(outcome=d.get("outcome") or "needs_review", policy=str(d.get("policy") or ""),
+                   submission=info, rules=rules,
+                   seeds=[seed(x) for x in d.get("seeds") or [] if isinstance(x, dict)],
+                   statistics=stats, runs=list(d.get("runs") or []))

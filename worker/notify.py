@@ -94,48 +94,9 @@ def _markdown_from_rules(verdict: dict) -> str | None:
 
 
 def verdict_object(d: dict) -> Any:
-    """The verdict JSON back as `rules.model` dataclasses (unknown keys dropped, extra seed-row
-    keys such as `role` kept as attributes)."""
-    from dataclasses import fields
-
-    from rules import model as m
-
-    def build(cls: type, data: Any, **over: Any) -> Any:
-        data = data if isinstance(data, dict) else {}
-        names = {f.name for f in fields(cls)}
-        obj = cls(**{k: v for k, v in data.items() if k in names and k not in over}, **over)
-        return obj
-
-    def seed(x: dict) -> Any:
-        obj = build(m.SeedResult, x, seed=x.get("seed"), log=str(x.get("log") or ""))
-        for k in ("role", "note"):
-            if k in x:
-                setattr(obj, k, x[k])
-        return obj
-
-    sub = d.get("submission") if isinstance(d.get("submission"), dict) else {}
-    info = m.SubmissionInfo(name=sub.get("name"), author=sub.get("author"), github_id=sub.get("github_id"),
-                            track=sub.get("track"), claimed_val_bpb=sub.get("claimed_val_bpb"),
-                            sha256=str(sub.get("sha256") or ""), files=list(sub.get("files") or []))
-    rules = [build(m.RuleResult, r, evidence=[build(m.Evidence, e, source=str(e.get("source") or "log"))
-                                              for e in r.get("evidence") or [] if isinstance(e, dict)],
-                   id=str(r.get("id") or "?"), code=str(r.get("code") or ""),
-                   title=str(r.get("title") or ""), outcome=r.get("outcome") or "needs_review",
-                   message=str(r.get("message") or ""))
-             for r in d.get("rules") or [] if isinstance(r, dict)]
-    st = d.get("statistics")
-    stats = None
-    if isinstance(st, dict):
-        b = st.get("baseline")
-        base = build(m.Baseline, b, name=str(b.get("name") or ""), seeds=list(b.get("seeds") or [])) \
-            if isinstance(b, dict) else None
-        stats = build(m.Statistics, st, n=int(st.get("n") or 0), mean_bpb=st.get("mean_bpb"),
-                      std_bpb=st.get("std_bpb"), baseline=base,
-                      readings=st.get("readings") if isinstance(st.get("readings"), dict) else {})
-    return m.Verdict(outcome=d.get("outcome") or "needs_review", policy=str(d.get("policy") or ""),
-                     submission=info, rules=rules,
-                     seeds=[seed(x) for x in d.get("seeds") or [] if isinstance(x, dict)],
-                     statistics=stats, runs=list(d.get("runs") or []))
+    """The verdict JSON back as `rules.model` dataclasses."""
+    from rules.model import verdict_from_json
+    return verdict_from_json(d)
 
 
 def summary_markdown(verdict: dict) -> str:
