@@ -199,6 +199,7 @@ def sliding_window_eval(logits_fn, val_tokens: torch.Tensor, luts, seq_len: int,
                         byte_sum.double()])
     if sums_out is not None:
         sums_out += sums.to(sums_out.device)
-        return bpb_from_sums(*sums.tolist()) if token_count else (math.nan, math.nan)
-    _all_reduce_sum(sums)
-    return bpb_from_sums(*sums.tolist())
+    else:
+        _all_reduce_sum(sums)
+    loss, tokens, nbytes = sums.tolist()
+    return bpb_from_sums(loss, tokens, nbytes) if tokens and nbytes else (math.nan, math.nan)

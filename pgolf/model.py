@@ -224,10 +224,13 @@ class GPT(nn.Module):
             if isinstance(m, nn.Linear) and min(m.weight.shape) >= 64:
                 nn.init.orthogonal_(m.weight)
 
-    def layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
+    def layer_weights(self, dtype) -> list[tuple[torch.Tensor, ...]]:
+        """Per-layer (Wq, Wk, Wv, Wo, Wup, Wdown), each bank cast ONCE and unbound: the backward is then
+        one stack per bank, instead of a zero-filled full-bank gradient per slice (a measured hot spot)."""
         L = len(self.blocks)
-        return (self.qo_bank[i], self.kv_bank[i], self.kv_bank[L + i], self.qo_bank[L + i],
-                self.mlp_up_bank[i], self.mlp_down_bank[i])
+        qo, kv = self.qo_bank.to(dtype).unbind(0), self.kv_bank.to(dtype).unbind(0)
+        up, down = self.mlp_up_bank.to(dtype).unbind(0), self.mlp_down_bank.to(dtype).unbind(0)
+        return [(qo[i], kv[i], kv[L + i], qo[L + i], up[i], down[i]) for i in range(L)]
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Final normalized hidden state [B, T, d] (the activation dtype)."""
@@ -240,6 +243,7 @@ class GPT(nn.Module):
         rope = rope_tables(x.size(1), self.rope_dims, self.cfg.rope_base, x.device, h.dtype)
         ve = self.ve_shared(x) if self.ve_shared is not None else None
         skips = []
+        weights = self.layer_weights(h.dtype)
         for i, block in enumerate(self.blocks):
             if i >= self.num_encoder:
                 j = i - self.num_encoder
@@ -248,7 +252,7 @@ class GPT(nn.Module):
             ve_i = None
             if ve is not None and i in self.ve_layers:
                 ve_i = ve * self.ve_layer_scales[self.ve_layers.index(i)].to(ve.dtype)
-            h = block(h, x0, self.layer_weights(i), rope, ve_i, hook)
+            h = block(h, x0, weights[i], rope, ve_i, hook)
             if i < self.num_encoder:
                 skips.append(h)
         return rms_norm(h)
