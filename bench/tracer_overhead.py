@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ttt", action="store_true", help="enable score-first TTT (traced and judged)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--run-timeout", type=float, default=1800)
+    ap.add_argument("--no-isolate", action="store_true", help="no namespaces (diagnostics)")
+    ap.add_argument("--pass-env", action="store_true", help="pass the whole host environment (diagnostics)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="pgolf-tracer-bench-"))
@@ -99,7 +101,8 @@ def main(argv=None) -> int:
     order = ["traced", "untraced"] * args.repeats
     for i, variant in enumerate(order):
         lines: list[str] = []
-        cfg = SandboxConfig(timeout_s=args.run_timeout)
+        cfg = SandboxConfig(timeout_s=args.run_timeout, isolate=not args.no_isolate,
+                            extra_env_allow=tuple(os.environ) if args.pass_env else ())
         import worker.reproduce as rep
         orig = rep.run_sandboxed
 

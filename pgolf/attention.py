@@ -17,8 +17,10 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
     _fa3 = None
 
 # PGOLF_SDPA_BACKEND picks the SDPA kernel on CUDA when FA3 is missing: "flash" (FA2, what the reference
-# runs used), "cudnn" (cuDNN with native GQA) or "cudnn_repeat" (cuDNN on KV heads repeated to H).
-_SDPA_BACKEND = os.environ.get("PGOLF_SDPA_BACKEND", "flash")
+# runs used), "cudnn" (cuDNN with native GQA: 32% faster attention on H100, same results within bf16
+# rounding; bench/RESULTS.md) or "cudnn_repeat" (KV heads repeated to H). "auto" (default): cudnn if a
+# probe call works on this machine, else flash.
+_SDPA_BACKEND = os.environ.get("PGOLF_SDPA_BACKEND", "auto")
 
 
 def backend_name(device_type: str) -> str:
@@ -43,9 +45,27 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return out.transpose(1, 2)
 
 
+def _cudnn_gqa_works() -> bool:
+    cb = torch.backends.cuda
+    try:
+        cb.enable_cudnn_sdp(True)
+        for enable in (cb.enable_flash_sdp, cb.enable_mem_efficient_sdp, cb.enable_math_sdp):
+            enable(False)
+        q = torch.randn(1, 8, 128, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        kv = torch.randn(1, 4, 128, 64, device="cuda", dtype=torch.bfloat16)
+        F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True).sum().backward()
+        torch.cuda.synchronize()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "use flash"
+        return False
+
+
 def configure_sdpa() -> str:
     """Pin the SDPA backend globally (a context manager inside a compiled graph is fragile).
     Returns the sdp_backends log line of the record."""
+    global _SDPA_BACKEND
+    if _SDPA_BACKEND == "auto":
+        _SDPA_BACKEND = "cudnn" if _cudnn_gqa_works() else "flash"
     cb = torch.backends.cuda
     cudnn = _SDPA_BACKEND.startswith("cudnn")
     cb.enable_cudnn_sdp(cudnn)

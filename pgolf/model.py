@@ -23,6 +23,47 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+@torch.library.custom_op("pgolf::embedding_backward", mutates_args=())
+def _embedding_backward(grad: torch.Tensor, idx: torch.Tensor, num_weights: int) -> torch.Tensor:
+    return torch.ops.aten.embedding_dense_backward(grad, idx, num_weights, -1, False)
+
+
+@_embedding_backward.register_fake
+def _(grad, idx, num_weights):
+    return grad.new_empty(num_weights, grad.size(-1))
+
+
+@torch.library.custom_op("pgolf::embedding", mutates_args=())
+def _embedding(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return F.embedding(idx, weight)
+
+
+@_embedding.register_fake
+def _(weight, idx):
+    return weight.new_empty(*idx.shape, weight.size(1))
+
+
+def _embedding_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.num_weights = inputs[0].size(0)
+
+
+def _embedding_grad(ctx, grad):
+    (idx,) = ctx.saved_tensors
+    return _embedding_backward(grad.contiguous(), idx, ctx.num_weights), None
+
+
+_embedding.register_autograd(_embedding_grad, setup_context=_embedding_setup)
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding whose weight gradient stays ATen's sort-based kernel under torch.compile. Inductor
+    otherwise lowers it to an atomic scatter-add, and 98k token rows hitting 1k vocabulary rows contend."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _embedding(self.weight, x)
+
+
 class CastedLinear(nn.Linear):
     """fp32 master weight, cast to the activation dtype at the matmul."""
 
@@ -54,7 +95,7 @@ class BigramHash(nn.Module):
     def __init__(self, buckets: int, dim: int, model_dim: int):
         super().__init__()
         self.buckets = buckets
-        self.embed = nn.Embedding(buckets, dim)
+        self.embed = Embedding(buckets, dim)
         nn.init.zeros_(self.embed.weight)
         self.proj = CastedLinear(dim, model_dim, bias=False)
         nn.init.zeros_(self.proj.weight)
@@ -89,7 +130,7 @@ class ValueEmbedding(nn.Module):
 
     def __init__(self, vocab: int, dim: int, kv_dim: int):
         super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
+        self.embed = Embedding(vocab, dim)
         nn.init.normal_(self.embed.weight, std=0.01)
         self.proj = CastedLinear(dim, kv_dim, bias=False)
         nn.init.zeros_(self.proj.weight)
@@ -187,7 +228,7 @@ class GPT(nn.Module):
         self.rope_dims = cfg.rope_dims or cfg.head_dim
         self.hessian_hook = None  # set by quant.collect_hessians: called as hook(name, tensor)
         # Construction order = RNG consumption order of the record (§3.11).
-        self.tok_emb = nn.Embedding(V, d)
+        self.tok_emb = Embedding(V, d)
         self.bigram = BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, d) if cfg.bigram_vocab_size > 0 else None
         self.smear = SmearGate(d)
         self.num_encoder = L // 2
@@ -224,13 +265,12 @@ class GPT(nn.Module):
             if isinstance(m, nn.Linear) and min(m.weight.shape) >= 64:
                 nn.init.orthogonal_(m.weight)
 
-    def layer_weights(self, dtype) -> list[tuple[torch.Tensor, ...]]:
-        """Per-layer (Wq, Wk, Wv, Wo, Wup, Wdown), each bank cast ONCE and unbound: the backward is then
-        one stack per bank, instead of a zero-filled full-bank gradient per slice (a measured hot spot)."""
+    def layer_weights(self, i: int) -> tuple[torch.Tensor, ...]:
+        """Per-layer (Wq, Wk, Wv, Wo, Wup, Wdown) slices of the banks. (Casting each bank once and
+        unbinding it was measured: same step time on H100, +200 MiB peak memory; see bench/RESULTS.md.)"""
         L = len(self.blocks)
-        qo, kv = self.qo_bank.to(dtype).unbind(0), self.kv_bank.to(dtype).unbind(0)
-        up, down = self.mlp_up_bank.to(dtype).unbind(0), self.mlp_down_bank.to(dtype).unbind(0)
-        return [(qo[i], kv[i], kv[L + i], qo[L + i], up[i], down[i]) for i in range(L)]
+        return (self.qo_bank[i], self.kv_bank[i], self.kv_bank[L + i], self.qo_bank[L + i],
+                self.mlp_up_bank[i], self.mlp_down_bank[i])
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Final normalized hidden state [B, T, d] (the activation dtype)."""
@@ -243,7 +283,6 @@ class GPT(nn.Module):
         rope = rope_tables(x.size(1), self.rope_dims, self.cfg.rope_base, x.device, h.dtype)
         ve = self.ve_shared(x) if self.ve_shared is not None else None
         skips = []
-        weights = self.layer_weights(h.dtype)
         for i, block in enumerate(self.blocks):
             if i >= self.num_encoder:
                 j = i - self.num_encoder
@@ -252,7 +291,7 @@ class GPT(nn.Module):
             ve_i = None
             if ve is not None and i in self.ve_layers:
                 ve_i = ve * self.ve_layer_scales[self.ve_layers.index(i)].to(ve.dtype)
-            h = block(h, x0, weights[i], rope, ve_i, hook)
+            h = block(h, x0, self.layer_weights(i), rope, ve_i, hook)
             if i < self.num_encoder:
                 skips.append(h)
         return rms_norm(h)

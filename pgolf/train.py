@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -340,14 +341,35 @@ def run(cfg: Config, info: D.DistInfo | None = None) -> dict:
     return results
 
 
-def main() -> None:
-    cfg = Config.from_env()
+def main() -> int:
+    """CLI entry: bad input (config, shards, tokenizer) ends with one `error: <code>: ...` line, exit 2."""
+    from .data import ShardError
+
+    try:
+        cfg = Config.from_env()
+        if not Path(cfg.tokenizer_path).is_file():
+            raise FileNotFoundError(f"tokenizer not found: {cfg.tokenizer_path}")
+        find_shards(cfg.data_path, "train")
+        find_shards(cfg.data_path, "val")
+    except ShardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: missing_input: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: bad_config: {e}", file=sys.stderr)
+        return 2
     info = D.init()
     try:
         run(cfg, info)
+    except ShardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         D.teardown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -91,6 +91,21 @@ def test_rules_parser_reads_pgolf_log(dataset, shared_dir, tmp_path):
     assert parsed.total_steps == 2
 
 
+def test_wallclock_cap_stops_early_with_gptq_reserve(dataset, shared_dir, tmp_path):
+    """The cap minus the GPTQ reserve is the training budget; the stop ends with a final eval."""
+    from pgolf.train import run
+
+    res = run(_cfg(dataset, shared_dir, tmp_path, iterations=1000, warmdown_iters=100, val_loss_every=0,
+                   max_wallclock_seconds=20.0, gptq_reserve_ms=19_700.0, post_train=0, num_layers=2,
+                   ve_layers="1", xsa_last_n=1))
+    log = (tmp_path / "logs" / "t.txt").read_text()
+    assert res["steps"] < 1000
+    assert re.search(r"^gptq:reserving 19700ms from training budget, effective=300ms$", log, re.M)
+    m = re.findall(r"^stopping_early: wallclock_cap train_time:(\d+)ms step:(\d+)/1000$", log, re.M)
+    assert m and int(m[-1][1]) == res["steps"] and int(m[-1][0]) >= 300
+    assert re.search(rf"^step:{res['steps']}/1000 val_loss:", log, re.M)
+
+
 # ---------------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -202,3 +217,20 @@ def test_sharded_muon_equals_single_process(tmp_path):
         for g, b, s0 in zip(got, banks, start):
             assert not torch.equal(b.detach(), s0)
             torch.testing.assert_close(g, b.detach(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("env,code", [
+    ({"DATA_PATH": "/nonexistent/dir"}, "no_shards"),
+    ({"ITERATIONS": "many"}, "bad_config"),
+    ({"TOKENIZER_PATH": "/nonexistent/tok.model"}, "missing_input"),
+])
+def test_cli_bad_input_is_one_clear_error(dataset, shared_dir, monkeypatch, capsys, env, code):
+    from pgolf.train import main
+
+    monkeypatch.setenv("DATA_PATH", str(dataset))
+    monkeypatch.setenv("TOKENIZER_PATH", str(shared_dir / "data/tokenizers/fineweb_1024_bpe.model"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {code}:") and "Traceback" not in err

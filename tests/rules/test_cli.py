@@ -179,7 +179,7 @@ def test_help_exits_0():
 
 
 def test_demo_audits_both_examples():
-    p = subprocess.run([str(EXE), "demo", "--strict"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    p = subprocess.run([str(EXE), "demo", "--offline", "--strict"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert p.returncode == 0, p.stderr
     assert "pgolf-audit: PASS" in p.stdout and "outcome: FAIL" in p.stdout
     assert "PG201 artifact-size: fail" in p.stdout
