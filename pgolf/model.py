@@ -23,47 +23,6 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-@torch.library.custom_op("pgolf::embedding_backward", mutates_args=())
-def _embedding_backward(grad: torch.Tensor, idx: torch.Tensor, num_weights: int) -> torch.Tensor:
-    return torch.ops.aten.embedding_dense_backward(grad, idx, num_weights, -1, False)
-
-
-@_embedding_backward.register_fake
-def _(grad, idx, num_weights):
-    return grad.new_empty(num_weights, grad.size(-1))
-
-
-@torch.library.custom_op("pgolf::embedding", mutates_args=())
-def _embedding(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return F.embedding(idx, weight)
-
-
-@_embedding.register_fake
-def _(weight, idx):
-    return weight.new_empty(*idx.shape, weight.size(1))
-
-
-def _embedding_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])
-    ctx.num_weights = inputs[0].size(0)
-
-
-def _embedding_grad(ctx, grad):
-    (idx,) = ctx.saved_tensors
-    return _embedding_backward(grad.contiguous(), idx, ctx.num_weights), None
-
-
-_embedding.register_autograd(_embedding_grad, setup_context=_embedding_setup)
-
-
-class Embedding(nn.Embedding):
-    """nn.Embedding whose weight gradient stays ATen's sort-based kernel under torch.compile. Inductor
-    otherwise lowers it to an atomic scatter-add, and 98k token rows hitting 1k vocabulary rows contend."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _embedding(self.weight, x)
-
-
 class CastedLinear(nn.Linear):
     """fp32 master weight, cast to the activation dtype at the matmul."""
 
@@ -95,7 +54,7 @@ class BigramHash(nn.Module):
     def __init__(self, buckets: int, dim: int, model_dim: int):
         super().__init__()
         self.buckets = buckets
-        self.embed = Embedding(buckets, dim)
+        self.embed = nn.Embedding(buckets, dim)
         nn.init.zeros_(self.embed.weight)
         self.proj = CastedLinear(dim, model_dim, bias=False)
         nn.init.zeros_(self.proj.weight)
@@ -130,7 +89,7 @@ class ValueEmbedding(nn.Module):
 
     def __init__(self, vocab: int, dim: int, kv_dim: int):
         super().__init__()
-        self.embed = Embedding(vocab, dim)
+        self.embed = nn.Embedding(vocab, dim)
         nn.init.normal_(self.embed.weight, std=0.01)
         self.proj = CastedLinear(dim, kv_dim, bias=False)
         nn.init.zeros_(self.proj.weight)
@@ -228,7 +187,7 @@ class GPT(nn.Module):
         self.rope_dims = cfg.rope_dims or cfg.head_dim
         self.hessian_hook = None  # set by quant.collect_hessians: called as hook(name, tensor)
         # Construction order = RNG consumption order of the record (§3.11).
-        self.tok_emb = Embedding(V, d)
+        self.tok_emb = nn.Embedding(V, d)
         self.bigram = BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, d) if cfg.bigram_vocab_size > 0 else None
         self.smear = SmearGate(d)
         self.num_encoder = L // 2
