@@ -48,7 +48,9 @@ def small_data(src: Path, dst: Path, val_tokens: int) -> Path:
 def shim(root: Path, env: dict[str, str], nproc: int) -> Path:
     sub = root / "2026-11-24_PgolfShim"
     sub.mkdir(parents=True, exist_ok=True)
-    (sub / "train_gpt.py").write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
+    # the sandbox scrubs PYTHONPATH: the shim carries the repo and this host's extra paths itself
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    (sub / "train_gpt.py").write_text(f"import sys\nsys.path[:0] = {[str(REPO)] + extra!r}\n"
                                       "from pgolf.train import main\nmain()\n")
     envs = " ".join(f"{k}={v}" for k, v in env.items())
     launcher = "python train_gpt.py" if nproc == 1 else f"torchrun --standalone --nproc_per_node={nproc} train_gpt.py"
@@ -81,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-timeout", type=float, default=1800)
     ap.add_argument("--no-isolate", action="store_true", help="no namespaces (diagnostics)")
     ap.add_argument("--pass-env", action="store_true", help="pass the whole host environment (diagnostics)")
+    ap.add_argument("--only", choices=["traced", "untraced"], default=None)
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="pgolf-tracer-bench-"))
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
         env.update(TTT_ENABLED="1", TTT_EPOCHS="1", TTT_CHUNK_TOKENS=str(max(args.val_tokens // 8, 4096)))
     sub = shim(work, env, args.nproc)
     results = []
-    order = ["traced", "untraced"] * args.repeats
+    order = ([args.only] if args.only else ["traced", "untraced"]) * args.repeats
     for i, variant in enumerate(order):
         lines: list[str] = []
         cfg = SandboxConfig(timeout_s=args.run_timeout, isolate=not args.no_isolate,

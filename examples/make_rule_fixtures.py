@@ -5,7 +5,9 @@ rules/checks/fixtures/. The outputs are committed; run this only to change a cas
     .venv/bin/python examples/make_rule_fixtures.py
 
 Each case starts from the example submission's logs (api.demo.make_log) and edits the lines the
-case is about, so a fixture differs from a legal submission in exactly one way.
+case is about, so a fixture differs from a legal submission in exactly one way. A case that ships a
+training script ships it as `variant.json` (the example's own script plus exact-substring edits;
+tests/rules/fixture_cases.py writes it out), not as another copy of the example script.
 """
 import json
 import re
@@ -17,8 +19,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from api.demo import make_log  # noqa: E402
 FX = REPO / "rules" / "checks" / "fixtures"
-SCRIPT = (REPO / "examples/legal_submission/train_gpt.py").read_text()
+EXAMPLE_SCRIPT = "examples/legal_submission/train_gpt.py"
+SCRIPT = (REPO / EXAMPLE_SCRIPT).read_text()
 CODE = len(SCRIPT.encode())
+
+def script(*edits):
+    """The example script with (old, new) edits, as the variant.json a case folder holds."""
+    text = SCRIPT
+    for old, new in edits:
+        assert text.count(old) == 1, f"edit target must occur exactly once: {old!r}"
+        text = text.replace(old, new, 1)
+    return {"base": EXAMPLE_SCRIPT, "edits": [[old, new] for old, new in edits]}
 
 def log(seed, bpb, model=13_900_000, eval_ms=410_000, subs=()):
     t = make_log(SCRIPT, seed, bpb, model, eval_ms)
@@ -44,6 +55,8 @@ def case(module, kind, name, expect, files):
         shutil.rmtree(d)
     d.mkdir(parents=True)
     files.setdefault("README.md", README)
+    if "train_gpt.py" in files:
+        files["variant.json"] = files.pop("train_gpt.py")
     for rel, content in files.items():
         p = d / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -65,16 +78,16 @@ def three(subs_by_seed=None, **kw):
 f = three(); f["submission.json"] = sj(S3, B3)
 case("package_layout", "fire", "2026-03-19_missing_script",
      {"outcome": "fail", "message_contains": "train_gpt.py is missing"}, f)
-f = three(); f["submission.json"] = "{\"author\": \"x\", \"val_bpb\": 1.19,\n"; f["train_gpt.py"] = SCRIPT
+f = three(); f["submission.json"] = "{\"author\": \"x\", \"val_bpb\": 1.19,\n"; f["train_gpt.py"] = script()
 case("package_layout", "fire", "2026-03-19_malformed_json", {"outcome": "fail"}, f)
-f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = SCRIPT.replace("def main() -> None:", "def main( -> None:")
+f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = script(("def main() -> None:", "def main( -> None:"))
 case("package_layout", "fire", "2026-03-19_script_does_not_compile",
      {"outcome": "fail", "message_contains": "does not compile"}, f)
-f = {"submission.json": sj(S3, B3), "train_gpt.py": SCRIPT}
+f = {"submission.json": sj(S3, B3), "train_gpt.py": script()}
 case("package_layout", "fire", "2026-03-19_no_logs", {"outcome": "fail", "message_contains": "no train log"}, f)
-f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = SCRIPT
+f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = script()
 case("package_layout", "pass", "2026-03-19_complete", {"outcome": "pass"}, f)
-f = three(); d = sj(S3, B3); del d["github_id"]; f["submission.json"] = d; f["train_gpt.py"] = SCRIPT
+f = three(); d = sj(S3, B3); del d["github_id"]; f["submission.json"] = d; f["train_gpt.py"] = script()
 case("package_layout", "pass", "2026_03_19 missing github id",
      {"outcome": "warn", "message_contains": "github_id"}, f)
 
@@ -117,13 +130,13 @@ case("artifact_size", "fire", "one_seed_over_cap",
 f = three(subs_by_seed={s: [(r"^(Code size|Serialized model|Total submission size).*\n", "")] for s in S3})
 f["submission.json"] = sj(S3, B3, bytes_total=16_100_000)
 case("artifact_size", "fire", "claimed_over_cap_without_size_lines", {"outcome": "fail"}, f)
-f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = SCRIPT
+f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = script()
 case("artifact_size", "pass", "under_cap", {"outcome": "pass"}, f)
 model = 16_000_000 - CODE + 5_000   # raw script + model is 5,000 over; the compressed wrapper fits
 subs = [(r"^Code size: \d+ bytes", f"Code size (uncompressed): {CODE} bytes\nCode size (compressed): 4100 bytes"),
         (r"^Serialized model int8\+lzma: \d+ bytes", f"Serialized model int8+lzma: {model} bytes"),
         (r"^Total submission size int8\+lzma: \d+ bytes", f"Total submission size int8+lzma: {model + 4100} bytes")]
-f = three(subs_by_seed={s: subs for s in S3}); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = SCRIPT
+f = three(subs_by_seed={s: subs for s in S3}); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = script()
 case("artifact_size", "pass", "compressed_code_accounting",
      {"outcome": "warn", "message_contains": "compressed-code accounting (accepted since #1530)"}, f)
 f = three(subs_by_seed={1337: [(r"^Total submission size int8\+lzma: \d+ bytes", "Total submission size int8+lzma: 16638468 bytes"),
@@ -137,8 +150,8 @@ f = three(subs_by_seed={s: [(r"^Serialized model int8\+lzma: \d+ bytes", "Serial
 f["submission.json"] = sj(S3, B3)
 case("artifact_size", "pass", "readable_code_pushes_log_total_over_cap",
      {"outcome": "needs_review", "message_contains": "#1412"}, f)
-native = SCRIPT.replace("import uuid\n", "import subprocess\nimport uuid\n", 1).replace(
-    "def main() -> None:\n", "def main() -> None:\n    subprocess.run([\"g++\", \"-O3\", \"-shared\", \"ngram/kernel.cpp\", \"-o\", \"kernel.so\"], check=True)\n", 1)
+native = script(("import uuid\n", "import subprocess\nimport uuid\n"), (
+    "def main() -> None:\n", "def main() -> None:\n    subprocess.run([\"g++\", \"-O3\", \"-shared\", \"ngram/kernel.cpp\", \"-o\", \"kernel.so\"], check=True)\n"))
 f = three(); f["submission.json"] = sj(S3, B3); f["train_gpt.py"] = native
 f["ngram/kernel.cpp"] = "extern \"C\" int add(int a, int b) { return a + b; }\n"
 case("artifact_size", "pass", "uncounted_native_kernel",

@@ -120,6 +120,10 @@ def _unshare_prefix(net: bool, mount: bool, pid: bool) -> list[str]:
         cmd.append("--mount")
     if pid:
         cmd += ["--pid", "--fork", "--kill-child"]
+        if mount:
+            # a /proc of the new PID namespace: without it getpid() and /proc disagree, and the
+            # CUDA driver fails to initialize (error 304, seen on an H100 node)
+            cmd.append("--mount-proc")
     return cmd
 
 
@@ -133,8 +137,9 @@ def probe_isolation(refresh: bool = False) -> dict[str, Any]:
         found["reason"] = "unshare(1) not installed"
     else:
         with tempfile.TemporaryDirectory() as d:
-            for net, mount, pid in ((True, True, True), (True, True, False), (True, False, True),
-                                    (True, False, False), (False, False, True)):
+            # a PID namespace only together with a mount namespace (its own /proc, see above)
+            for net, mount, pid in ((True, True, True), (True, True, False), (True, False, False),
+                                    (False, True, True)):
                 prefix = _unshare_prefix(net, mount, pid)
                 status = Path(d) / "probe.json"
                 status.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import pytest
 
 from rules.logs import ParsedLog
 from tests.rules.code_rule_support import context_for_dir, context_for_script, direct_context
+from tests.rules.fixture_cases import case_script, materialize_case
 
 CODE_RULES = ["calibration_within_budget", "ttt_score_first", "ngram_target_in_key", "two_pass_rescore",
               "gptq_on_validation", "validation_in_training", "normalized_distribution", "byte_accounting",
@@ -22,7 +23,9 @@ def _mod(name: str):
 
 
 def _script(case: str, module: str = "ttt_score_first", kind: str = "fire") -> str:
-    return (FIXTURES / module / kind / case / "train_gpt.py").read_text()
+    script = case_script(FIXTURES / module / kind / case)
+    assert script is not None, (module, kind, case)
+    return script
 
 
 @pytest.mark.parametrize("name", CODE_RULES)
@@ -77,11 +80,12 @@ def test_ttt_decision_follows_the_logged_configuration():
     assert mod.check(context_for_script(default_off, logs=[_log(ttt_enabled=True)])).outcome == "fail"
 
 
-def test_fail_evidence_is_the_offending_source_line():
+def test_fail_evidence_is_the_offending_source_line(tmp_path):
     """Every fail/needs_review fixture names a line whose text is that line of the script."""
     checked = 0
     for module in CODE_RULES:
-        for case in sorted((FIXTURES / module / "fire").glob("*/")):
+        for stored in sorted((FIXTURES / module / "fire").glob("*/")):
+            case = materialize_case(stored, tmp_path / module)
             script = case / "train_gpt.py"
             res = _mod(module).check(context_for_dir(case))
             assert res.outcome in ("fail", "needs_review"), (case, res.message)
@@ -96,18 +100,23 @@ def test_fail_evidence_is_the_offending_source_line():
     assert checked >= 25
 
 
+def _expected_cases(module: str, tmp_path: Path):
+    """(materialized case folder, its expect.json, the outcomes it allows) for each of a rule's cases."""
+    for exp_file in sorted((FIXTURES / module).glob("*/*/expect.json")):
+        kind = exp_file.parent.parent.name
+        exp = json.loads(exp_file.read_text())
+        want = exp.get("outcome", "fail" if kind == "fire" else ["pass", "not_applicable"])
+        yield materialize_case(exp_file.parent, tmp_path / kind), exp, [want] if isinstance(want, str) else want
+
+
 @pytest.mark.parametrize("module", CODE_RULES)
-def test_fixture_expectations_per_rule(module):
+def test_fixture_expectations_per_rule(module, tmp_path):
     """Each code rule has several must-fire and must-not-fire folders, and they hold (through
     context_for_dir: the real loader, or a direct build while it is missing)."""
     cases = sorted((FIXTURES / module).glob("*/*/expect.json"))
     assert len([c for c in cases if c.parent.parent.name == "fire"]) >= 3
     assert len([c for c in cases if c.parent.parent.name == "pass"]) >= 3
-    for exp_file in cases:
-        case, kind = exp_file.parent, exp_file.parent.parent.name
-        exp = json.loads(exp_file.read_text())
-        want = exp.get("outcome", "fail" if kind == "fire" else ["pass", "not_applicable"])
-        want = [want] if isinstance(want, str) else want
+    for case, exp, want in _expected_cases(module, tmp_path):
         res = _mod(module).check(context_for_dir(case))
         assert res.outcome in want, (case.name, res.outcome, res.message)
         if "evidence_contains" in exp:
@@ -164,13 +173,9 @@ def test_validation_overlap_fingerprints_need_no_script():
 
 
 @pytest.mark.parametrize("module", CODE_RULES)
-def test_fixtures_hold_with_the_direct_builder(module):
+def test_fixtures_hold_with_the_direct_builder(module, tmp_path):
     """The rules read only SourceFile/ParsedLog fields, so a context built without the loader
     gives the same outcomes."""
-    for exp_file in sorted((FIXTURES / module).glob("*/*/expect.json")):
-        case, kind = exp_file.parent, exp_file.parent.parent.name
-        exp = json.loads(exp_file.read_text())
-        want = exp.get("outcome", "fail" if kind == "fire" else ["pass", "not_applicable"])
-        want = [want] if isinstance(want, str) else want
+    for case, _exp, want in _expected_cases(module, tmp_path):
         res = _mod(module).check(direct_context(case))
         assert res.outcome in want, (case.name, res.outcome, res.message)
