@@ -146,6 +146,22 @@ def phase_of(ev: dict[str, Any], t_eval: float | None) -> str | None:
     return ph
 
 
+def _alternatives(ev: dict[str, Any]) -> list[tuple[int, int, list[int]]]:
+    out = []
+    for item in ev.get("amb") or []:
+        try:
+            a, b, xs = item
+            out.append((int(a), int(b), [int(x) for x in xs]))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _alts_for(alts: list[tuple[int, int, list[int]]], a: int, b: int) -> list[int]:
+    """Other starts of the window [a, b) (a window inside an ambiguous run moves with it)."""
+    return [x + (a - pa) for pa, pb, xs in alts if pa <= a and b <= pb for x in xs]
+
+
 def ttt_findings(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Replay one run's evaluation-phase events in time order (all ranks together)."""
     t_eval = eval_start(events)
@@ -163,7 +179,10 @@ def ttt_findings(events: list[dict[str, Any]]) -> dict[str, Any]:
             # each window (row) on its own: a window whose targets were all trained on before is
             # a re-score; sliding windows of a legal pass always end in not-yet-trained tokens
             rows = [(int(a), int(b)) for a, b in ev.get("rows") or []] or rs
-            again = [(a, b) for a, b in rows if trained.size() and trained.covers(a, b)]
+            alts = _alternatives(ev)
+            # duplicated text: a window is a re-score only if every copy was trained on
+            again = [(a, b) for a, b in rows if trained.size() and trained.covers(a, b)
+                     and all(trained.covers(x, x + (b - a)) for x in _alts_for(alts, a, b))]
             if again:
                 c4.append({"t": ev.get("t"), "rank": ev.get("rank"), "r": again})
             for a, b in rs:
@@ -177,7 +196,11 @@ def ttt_findings(events: list[dict[str, Any]]) -> dict[str, Any]:
                     unresolved_steps += 1
                 continue
             steps_with_ranges += 1
-            missing = [m for a, b in rs for m in scored.missing(a, b)]
+            alts = _alternatives(ev)
+            # duplicated text: a trained piece counts as scored if any copy of it was scored
+            missing = [(ma, mb) for a, b in rs for ma, mb in scored.missing(a, b)
+                       if not any(scored.covers(ma + (x - pa), mb + (x - pa))
+                                  for pa, pb, xs in alts if pa <= ma and mb <= pb for x in xs)]
             if missing:
                 c3.append({"t": ev.get("t"), "rank": ev.get("rank"), "missing": missing,
                            "n": sum(b - a for a, b in missing)})

@@ -126,7 +126,7 @@ def test_overrun_is_killed_with_every_descendant(tmp_path, data):
     marker = f"pgolf-tiny-hang-{id(tmp_path)}"
     sub = submission(tmp_path, "hang", f"HANG_MARKER={marker} python train_gpt.py")
     out = reproduce_seed(sub, 1, None, data_dir=data, tokenizer=None, run_dir=tmp_path / "run-hang",
-                         timeout_s=6, cfg=SandboxConfig(term_grace_s=0.5))
+                         timeout_s=15, cfg=SandboxConfig(term_grace_s=0.5))
     assert out.record.status == "timeout" and "first_step" in out.record.wall_s
     assert _alive_with(marker) == []
 

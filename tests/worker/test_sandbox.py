@@ -62,7 +62,7 @@ def test_streaming_sink_and_wall_clock_markers(tmp_path):
     # lines arrive while the run goes, not at its end
     assert got[2][2] - got[1][2] > 0.4
     w = rec.wall_s
-    assert 0.5 < w["train_end"] - w["first_step"] < 2.0 and w["end"] - w["train_end"] > 0.3
+    assert 0.5 < w["train_end"] - w["first_step"] < 5.0 and w["end"] - w["train_end"] > 0.3
     assert Path(rec.log_file).read_text().count("\n") == 4
     assert (tmp_path / "run" / "phase").read_text() == "eval"
 

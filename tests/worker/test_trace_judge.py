@@ -206,3 +206,20 @@ def test_judges_cover_the_rule_ids_of_the_registry():
     from rules.checks import load_rules
     ids = {m.ID for m in load_rules()}
     assert set(_runs._JUDGES) <= ids
+
+
+def test_duplicated_text_is_not_a_violation_when_another_copy_qualifies():
+    # window [300, 364) is also the text at [20, 84): trained at 20.., never at 300..
+    ev = [phase("eval"), score(0, 110), step(0, 100),
+          dict(score(300, 364), amb=[[300, 364, [20]]])]
+    # primary copy untrained -> fine; now the reverse: the reported copy was trained, the other not
+    ev2 = [phase("eval"), score(0, 110), step(0, 100), score(300, 400),
+           dict(score(20, 84), amb=[[20, 84, [300]]])]
+    assert ttt_findings(ev)["c4"] == []
+    assert ttt_findings(ev2)["c4"] == []
+    ev3 = [phase("eval"), score(0, 110), step(0, 100), score(20, 84)]
+    assert len(ttt_findings(ev3)["c4"]) == 1
+    # a training step attributed to an unscored copy whose twin was scored: not C3
+    ev4 = [phase("eval"), score(500, 600), dict(step(20, 84), amb=[[20, 84, [520]]])]
+    assert ttt_findings(ev4)["c3"] == []
+    assert len(ttt_findings([phase("eval"), score(500, 600), step(20, 84)])["c3"]) == 1

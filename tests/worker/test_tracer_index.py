@@ -71,5 +71,19 @@ def test_batched_resolution_equals_per_call_resolution():
     bounds = np.cumsum([0] + [c.size for c in calls]).tolist()
     batched = ix.ranges_by_segment(flat, bounds)
     single = [ix.ranges(c, merge=False) for c in calls]
-    assert batched == [(r, u) for r, u in single]
-    assert batched[0] == ([[2049, 2113]], 0) and batched[-2] == ([], 64)
+    assert [(r, u) for r, u, _ in batched] == [(r, u) for r, u in single]
+    assert batched[0] == ([[2049, 2113]], 0, []) and batched[-2] == ([], 64, [])
+
+
+def test_duplicated_text_longest_match_wins_and_equal_copies_are_alternatives():
+    val = _stream(60_000, seed=6)
+    val[40_000:40_100] = val[10_000:10_100]          # a 100-token passage appears twice
+    ix = ValIndex(val)
+    # a window that covers the second copy and runs past it: its true place wins
+    r, unres = ix.ranges(val[39_950:40_200], merge=False)
+    assert r == [[39_950, 40_200]] and unres == 0 and ix.ambiguous(val[39_950:40_200]) == []
+    # a window inside the duplicated passage: one copy reported, the other as an alternative
+    inner = val[40_010:40_074]
+    (start, end), = ix.ranges(inner, merge=False)[0]
+    amb = ix.ambiguous(inner)
+    assert end - start == 64 and amb and sorted([start] + amb[0][2]) == [10_010, 40_010]

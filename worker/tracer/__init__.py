@@ -121,7 +121,7 @@ class ValIndex:
         s = load_val_stream(data_path, opener)
         return None if s is None or s.size < NGRAM else cls(s)
 
-    def ranges(self, targets, max_candidates: int = 4, merge: bool = True) -> tuple[list[list[int]], int]:
+    def ranges(self, targets, max_candidates: int = 4, merge: bool = True):
         """(merged [start, end) validation ranges covered by `targets`, count of target tokens
         that could not be attributed). `targets`: any int array; it is flattened. With
         merge=False each maximal aligned run is its own range (one per window for sliding
@@ -129,37 +129,49 @@ class ValIndex:
         import numpy as np
         t = np.asarray(targets).reshape(-1).astype(np.int64, copy=False)
         runs = self.aligned_runs(t, max_candidates)
-        out = [[a + d, b + d] for a, b, d in runs]
-        unres = int(t.size - sum(b - a for a, b, _ in runs))
+        out = [[a + d, b + d] for a, b, d, _ in runs]
+        unres = int(t.size - sum(b - a for a, b, _, _ in runs))
         if not merge:
             return sorted(out, key=lambda r: r[0]), unres
         return merge_ranges(out), unres
 
-    def ranges_by_segment(self, flat, bounds: list[int]) -> list[tuple[list[list[int]], int]]:
-        """ranges(merge=False) for each segment flat[bounds[i]:bounds[i+1]] of a concatenation,
-        resolved in one pass (many small scoring calls, one host transfer)."""
+    def ambiguous(self, targets) -> list[list]:
+        """[[val_start, val_end, [other val starts]], ...]: runs of `targets` that occur more than
+        once in the stream (duplicated text); the judge accepts any of the copies."""
+        import numpy as np
+        t = np.asarray(targets).reshape(-1).astype(np.int64, copy=False)
+        return [[a + d, b + d, [a + x for x in alts]] for a, b, d, alts in self.aligned_runs(t) if alts]
+
+    def ranges_by_segment(self, flat, bounds: list[int]) -> list[tuple[list[list[int]], int, list[list]]]:
+        """(ranges(merge=False), unattributed, ambiguous runs) for each segment
+        flat[bounds[i]:bounds[i+1]] of a concatenation, resolved in one pass (many small scoring
+        calls, one host transfer)."""
         import bisect
         import numpy as np
         t = np.asarray(flat).reshape(-1).astype(np.int64, copy=False)
         runs = sorted(self.aligned_runs(t))
-        starts = [a for a, _, _ in runs]
+        starts = [r[0] for r in runs]
         out = []
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            rows, cov = [], 0
+            rows, amb, cov = [], [], 0
             k = max(bisect.bisect_right(starts, lo) - 1, 0)
             while k < len(runs) and runs[k][0] < hi:
-                a, b, d = runs[k]
+                a, b, d, alts = runs[k]
                 a2, b2 = max(a, lo), min(b, hi)
                 if b2 > a2:
                     rows.append([a2 + d, b2 + d])
+                    if alts:
+                        amb.append([a2 + d, b2 + d, [a2 + x for x in alts]])
                     cov += b2 - a2
                 k += 1
-            out.append((sorted(rows), (hi - lo) - cov))
+            out.append((sorted(rows), (hi - lo) - cov, amb))
         return out
 
-    def aligned_runs(self, t, max_candidates: int = 4) -> list[tuple[int, int, int]]:
-        """Disjoint runs (flat_start, flat_end, delta) of `t` equal to stream[flat + delta],
-        each at least MIN_RUN long."""
+    def aligned_runs(self, t, max_candidates: int = 4) -> list[tuple[int, int, int, list[int]]]:
+        """Disjoint runs (flat_start, flat_end, delta, other deltas) of `t` equal to
+        stream[flat + delta], each at least MIN_RUN long. Where several alignments verify, the
+        longest match wins (a window's true place matches beyond a duplicated passage); equally
+        long ones are kept as alternatives."""
         import numpy as np
         if t.size < NGRAM or self.keys.size == 0:
             return []
@@ -188,8 +200,7 @@ class ValIndex:
         order = np.lexsort((hi_i, hi_d))
         hi_i, hi_d = hi_i[order], hi_d[order]
         bounds = np.flatnonzero(np.diff(hi_d)) + 1
-        covered = np.zeros(t.size, dtype=bool)
-        out: list[tuple[int, int, int]] = []
+        cands: list[tuple[int, int, int]] = []
         for grp_i, grp_d in zip(np.split(hi_i, bounds), np.split(hi_d, bounds)):
             d = int(grp_d[0])
             a = max(0, -d, int(grp_i[0]) - self.stride)
@@ -205,13 +216,29 @@ class ValIndex:
                 b = nb
                 if not more.all():
                     break
-            eq &= ~covered[a:b]          # a position belongs to one alignment only
             padded = np.concatenate(([False], eq, [False]))
             edges = np.flatnonzero(padded[1:] != padded[:-1])
             for s_, e_ in zip(edges[0::2].tolist(), edges[1::2].tolist()):
                 if e_ - s_ >= MIN_RUN:
-                    covered[a + s_:a + e_] = True
-                    out.append((a + s_, a + e_, d))
+                    cands.append((a + s_, a + e_, d))
+        cands.sort(key=lambda r: (r[0] - r[1], r[0], r[2]))     # longest first
+        covered = np.zeros(t.size, dtype=bool)
+        out: list[tuple[int, int, int, list[int]]] = []
+        spans: dict[tuple[int, int], int] = {}
+        for fa, fb, d in cands:
+            seg = covered[fa:fb]
+            if seg.all():
+                k = spans.get((fa, fb))
+                if k is not None:
+                    out[k][3].append(d)
+                continue
+            padded = np.concatenate(([False], ~seg, [False]))
+            edges = np.flatnonzero(padded[1:] != padded[:-1])
+            for s_, e_ in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+                if e_ - s_ >= MIN_RUN or (s_ == 0 and e_ == fb - fa):
+                    covered[fa + s_:fa + e_] = True
+                    spans[(fa + s_, fa + e_)] = len(out)
+                    out.append((fa + s_, fa + e_, d, []))
         return out
 
 

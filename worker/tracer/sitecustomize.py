@@ -42,6 +42,11 @@ _TRAIN_END = re.compile(r"stopping_early|(?:^|\n)\s*(?:step:\s*)?(\d+)/\1\s+val_
 _EVAL_LINES = re.compile(r"(?:^|\n)\s*(?:final_|legal_ttt|ttt_|ttt:|quantized_ttt|DIAGNOSTIC|diagnostic|"
                          r"ema:applying|Serialized model|peak memory|beginning TTT)")
 _SAMPLE_FIRST, _SAMPLE_EVERY = 4, 64
+# run-private scratch and installed code: opens there are counted, not written as events
+_QUIET_PREFIXES = tuple(p.rstrip(os.sep) + os.sep for p in
+                        {os.environ.get("TMPDIR") or "", os.environ.get("HOME") or "", sys.prefix,
+                         sys.base_prefix, "/proc", "/sys", "/dev", "/usr/lib", "/usr/local/lib"}
+                        if p and p != os.sep)
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", "", None}
 
 
@@ -57,10 +62,12 @@ class _State:
         self.local = threading.local()
         self.seen_opens: set[tuple[str, str, str]] = set()
         self.open_counts: dict[str, int] = {}
+        self.quiet_opens = 0
         self.steps = {"setup": 0, "train": 0, "eval": 0}
         self.ce = {"setup": 0, "train": 0, "eval": 0}
         self.grad_ce = {"setup": 0, "train": 0, "eval": 0}
         self.pending: list[list[int]] = []     # grad-forward ranges since the last step (eval)
+        self.pending_amb: list = []             # their ambiguous runs (duplicated text)
         self.sbuf: list = []                    # (time, targets) of no-grad scoring calls to resolve
         self.sbuf_tokens = 0
         self.pending_unres = 0
@@ -222,6 +229,9 @@ def _record_open(file, mode) -> None:
             return
         S.seen_opens.add(key)
         val, tr = _classify(path)
+        if not (val or tr) and path.startswith(_QUIET_PREFIXES):
+            S.quiet_opens += 1
+            return
         _emit({"e": "open", "p": path, "m": m, "ph": ph, "val": val, "tr": tr})
     except Exception:
         pass
@@ -342,17 +352,17 @@ def _start_index() -> None:
         threading.Thread(target=_build_index, name="pgolf-trace-index", daemon=True).start()
 
 
-def _resolve(target) -> tuple[list[list[int]], int, int]:
-    """(val ranges, one per aligned run, unmerged; unattributed tokens; tokens) of a target
-    tensor (moved to the CPU)."""
+def _resolve(target) -> tuple[list[list[int]], int, int, list]:
+    """(val ranges, one per aligned run, unmerged; unattributed tokens; tokens; ambiguous runs)
+    of a target tensor (moved to the CPU)."""
     S.index_ready.wait()
     t = target.detach()
     n = int(t.numel())
     if S.index is None:
-        return [], n, n
+        return [], n, n, []
     arr = t.reshape(-1).to("cpu").numpy()
-    r, unres = S.index.ranges(arr, merge=False)
-    return r, unres, n
+    (rows, unres, amb), = S.index.ranges_by_segment(arr, [0, arr.size])
+    return rows, unres, n, amb
 
 
 # --------------------------------------------------------------------------------------- torch
@@ -375,7 +385,7 @@ def _on_score(inp, target) -> None:
             k = S.grad_ce[ph]
             if not (k <= _SAMPLE_FIRST or k % _SAMPLE_EVERY == 0) or not S.index_ready.is_set():
                 return
-            rows, unres, n = _resolve(target)
+            rows, unres, n, _amb = _resolve(target)
             if rows:
                 _emit({"e": "score", "ph": ph, "grad": True, "r": _tracer_lib().merge_ranges(rows),
                        "unres": unres, "n": n, "sampled": True})
@@ -389,12 +399,16 @@ def _on_score(inp, target) -> None:
                 _flush_scores()
             return
         _flush_scores()
-        rows, unres, n = _resolve(target)
+        rows, unres, n, amb = _resolve(target)
         r = _tracer_lib().merge_ranges(rows)
         S.grad_ce[ph] += 1
         S.pending.extend(r)
+        S.pending_amb.extend(amb)
         S.pending_unres += unres
-        _emit({"e": "score", "ph": ph, "grad": True, "r": r, "unres": unres, "n": n})
+        ev = {"e": "score", "ph": ph, "grad": True, "r": r, "unres": unres, "n": n}
+        if amb:
+            ev["amb"] = amb
+        _emit(ev)
 
 
 def _flush_scores() -> None:
@@ -410,18 +424,20 @@ def _flush_scores() -> None:
     for n in sizes:
         bounds.append(bounds[-1] + n)
     if S.index is None:
-        per = [([], n) for n in sizes]
+        per = [([], n, []) for n in sizes]
     else:
         try:
             flat = torch.cat([x.to("cpu") if x.device != buf[0][1].device else x for _, x in buf])
         except Exception:
             flat = torch.cat([x.to("cpu") for _, x in buf])
         per = S.index.ranges_by_segment(flat.to("cpu").numpy(), bounds)
-    for (t, _), n, (rows, unres) in zip(buf, sizes, per):
+    for (t, _), n, (rows, unres, amb) in zip(buf, sizes, per):
         r = lib.merge_ranges(rows)
         ev = {"e": "score", "t": t, "ph": "eval", "grad": False, "r": r, "unres": unres, "n": n}
         if len(rows) != len(r):
             ev["rows"] = rows      # overlapping windows: each window's own range
+        if amb:
+            ev["amb"] = amb        # duplicated text: the same tokens also sit at these starts
         _emit(ev)
 
 
@@ -468,9 +484,12 @@ def _install_torch(torch) -> None:
         with _Busy():
             _flush_scores()
         _tl = _tracer_lib()
-        _emit({"e": "step", "ph": ph, "r": _tl.merge_ranges(S.pending), "unres": S.pending_unres,
-               "opt": type(optimizer).__name__})
-        S.pending, S.pending_unres = [], 0
+        ev = {"e": "step", "ph": ph, "r": _tl.merge_ranges(S.pending), "unres": S.pending_unres,
+              "opt": type(optimizer).__name__}
+        if S.pending_amb:
+            ev["amb"] = S.pending_amb[:1000]
+        _emit(ev)
+        S.pending, S.pending_unres, S.pending_amb = [], 0, []
 
     try:
         from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -536,6 +555,7 @@ def _summary() -> None:
         pass
     val_opens = sorted(p for p in S.open_counts if _classify(p)[0])
     _emit({"e": "summary", "ph": S.phase, "steps": S.steps, "ce": S.ce, "grad_ce": S.grad_ce,
+           "quiet_opens": S.quiet_opens,
            "opens": {p: S.open_counts[p] for p in val_opens[:100]}}, flush=True)
     _flush()
 
