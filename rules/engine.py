@@ -167,6 +167,15 @@ def audit(ctx: AuditContext) -> Verdict:
     if not isinstance(ctx.policy, Policy):
         ctx.policy = get_policy(ctx.policy)
     results = [_run_rule(m, ctx) for m in RULE_MODULES]
+    if ctx.runs:
+        # judged only from reproduction runs: reproduced vs claimed, and the node's calibration
+        try:
+            from .runs_judge import run_results
+            results += run_results(ctx)
+        except Exception as exc:  # noqa: BLE001 - a judge bug must not lose the verdict
+            results.append(RuleResult(id="reproduction-matches-claims", code="PG501",
+                                      title="Reproduced runs match the claims", outcome="needs_review",
+                                      message=f"the run judge could not decide: {type(exc).__name__}"))
     try:
         seeds = seeds_table(ctx)
     except Exception:  # noqa: BLE001

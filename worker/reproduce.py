@@ -112,16 +112,8 @@ def reproduce_seed(folder: Path, seed: int, nproc: int | None, *, data_dir: Path
 def judge(folder: Path, runs: list[Any], policy: str | None = None):
     """The verdict with runs as evidence, plus the run-only results (see rules.runs_judge)."""
     from rules.engine import audit, context_for
-    from rules.model import Verdict
-    from rules.runs_judge import run_results
 
-    ctx = context_for(folder, policy, runs=runs)
-    verdict = audit(ctx)
-    extra = [r for r in run_results(ctx) if r.id not in {x.id for x in verdict.rules}]
-    if extra:
-        verdict.rules.extend(extra)
-        verdict.outcome = Verdict.outcome_of(verdict.rules)
-    return verdict
+    return audit(context_for(folder, policy, runs=runs))  # the engine adds the run-only results
 
 
 # ---------------------------------------------------------------------------------------- CLI

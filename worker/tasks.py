@@ -396,9 +396,13 @@ def runs_as_evidence(settings: Settings, runs: list[Run]) -> list[Any]:
                     trace.append(json.loads(line))
                 except ValueError:
                     continue
+        gpu = dict(r.gpu or {})
+        sandbox = gpu.get("sandbox") if isinstance(gpu.get("sandbox"), dict) else {}
         out.append(RunEvidence(seed=r.seed, status=r.status, log_file=log_file, parsed=parsed,
                                wall_s=dict(r.timings or {}), artifact_bytes=r.artifact_bytes,
-                               gpu=dict(r.gpu or {}), trace=trace, trace_file=trace_file))
+                               gpu=gpu, trace=trace, trace_file=trace_file,
+                               network_isolated=sandbox.get("network_isolated"),
+                               calibration=gpu.get("calibration")))
     return out
 
 
