@@ -159,6 +159,11 @@ def statistics(ctx: AuditContext) -> Statistics | None:
 def _run_json(r: RunEvidence) -> dict[str, Any]:
     return {"seed": r.seed, "status": r.status, "log_file": r.log_file,
             "val_bpb": r.parsed.val_bpb if r.parsed else None,
+            "val_loss": r.parsed.val_loss if r.parsed else None,
+            "steps": (r.parsed.stop_step or (r.parsed.steps[-1].step if r.parsed.steps else None))
+            if r.parsed else None,
+            "train_time_ms": r.parsed.train_time_ms if r.parsed else None,
+            "eval_time_ms": r.parsed.eval_time_ms if r.parsed else None,
             "artifact_bytes": r.artifact_bytes, "wall_s": dict(r.wall_s), "gpu": dict(r.gpu),
             "network_isolated": r.network_isolated, "trace_file": r.trace_file}
 
