@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # --- jobs --------------------------------------------------------------------------------
     static_deadline_s: int = 900      # a static audit takes seconds; past this it is an infra fault
     reproduce_deadline_s: int = 4 * 3600
+    # one seed's hard limit in the sandbox (train 600 s + eval 600 s + slack when unset)
+    run_timeout_s: float | None = None
     job_stale_after_s: int = 300      # a running job without a heartbeat this long: worker died
     requeue_queued_after_s: int = 120  # a queued job not picked up this long is published again
     task_max_retries: int = 5         # infrastructure errors: retries with exponential backoff

@@ -232,7 +232,8 @@ def run_seed(submission_id: str, seed: int | None, nproc: int, job_id: int) -> s
             blobs.append_line(log_key, line if stream == "stdout" else f"[stderr] {line}")
         with tempfile.TemporaryDirectory(prefix=f"pgolf-run-{run_id}-") as rd:
             out = reproduce_seed(folder, seed if seed is not None else 1337, nproc, data_dir=data,
-                                 tokenizer=Path(tok) if tok else None, run_dir=Path(rd), sink=sink)
+                                 tokenizer=Path(tok) if tok else None, run_dir=Path(rd), sink=sink,
+                                 timeout_s=_run_timeout(settings))
             rec, ev = out.record, out.evidence
             status = rec.status
             error = None if status == "ok" else rec.message
@@ -264,6 +265,16 @@ def run_seed(submission_id: str, seed: int | None, nproc: int, job_id: int) -> s
     if done:
         _queue_judge(submission_id)
     return status
+
+
+def _run_timeout(settings) -> float | None:
+    """Seconds one seed may run before its whole process group is killed: the settings field
+    `run_timeout_s` (env PGOLF_AUDIT_RUN_TIMEOUT_S); None keeps the sandbox's default budget."""
+    value = settings.run_timeout_s
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _queue_judge(submission_id: str) -> None:
