@@ -1,6 +1,9 @@
 """Environment-controlled switches: what `os.environ.get("TTT_ENABLED", "0")`, a Hyperparameters
 attribute set from it, or an `if args.ttt_enabled:` guard evaluates to under the configuration the
-logs show (`ctx.run_config()`), falling back to the default written in the code.
+logs show (`ctx.run_config()`), then the README / `.sh` run command's environment
+(`rules.analysis.launch`), falling back to the default written in the code. A guard that the
+configuration switches off still counts as on when the logs hold a line that only its branch
+prints (`ttt:start lr=`): the path ran, whatever its default says.
 
 Values are evaluated by a tiny interpreter over constants, `int/float/bool/str`, comparisons and
 boolean operators; anything else is UNKNOWN, and a rule treats an unknown switch as "may run".
@@ -8,9 +11,10 @@ boolean operators; anything else is UNKNOWN, and a rule treats an unknown switch
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 
-from .index import ModuleIndex, dotted
+from .index import Guard, ModuleIndex, dotted
 
 
 class _Unknown:
@@ -40,7 +44,10 @@ class Switches:
     reads: list[EnvRead] = field(default_factory=list)
     attr_defs: dict[str, ast.expr] = field(default_factory=dict)   # class attr / module var -> value expr
     attr_lines: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)   # config key -> where it came from, when not a log
+    log_text: str = ""                                       # the submitted logs, for branch-only log lines
     _off: dict[int, tuple[ast.expr, int] | None] = field(default_factory=dict)
+    _log_prefixes: dict[str, list[ast.AST]] | None = None
 
     # -- reading the config -----------------------------------------------------------------
     def config_value(self, *keys: str) -> object:
@@ -193,11 +200,62 @@ class Switches:
             return self._off[key]
         found = None
         for g in self.index.guards(node):
-            if self.guard_state(g.test, g.positive) is False:
+            if self.guard_state(g.test, g.positive) is False and not self.echoed_in_logs(g, node):
                 found = (g.test, g.line)
                 break
         self._off[key] = found
         return found
+
+    # -- log lines only a branch prints ------------------------------------------------------
+    def _prefixes(self) -> dict[str, list[ast.AST]]:
+        """Constant leading text of every log/print call (`log0(f"ttt:start lr={lr}")` ->
+        `ttt:start lr=`), with the calls that print it."""
+        if self._log_prefixes is None:
+            out: dict[str, list[ast.AST]] = {}
+            for n in ast.walk(self.index.tree):
+                if isinstance(n, ast.Call) and n.args and LOG_CALL.search(dotted(n.func).split(".")[-1] or ""):
+                    p = _constant_prefix(n.args[0]).strip()
+                    if len(p) >= MIN_ECHO_PREFIX and re.search(r"[A-Za-z]{3}", p):
+                        out.setdefault(p, []).append(n)
+            self._log_prefixes = out
+        return self._log_prefixes
+
+    def _region(self, g: Guard, node: ast.AST) -> list[ast.AST]:
+        """The statements `g` guards around `node`: the branch of its `if` holding `node`, or
+        (an early exit) the rest of the enclosing block; with the functions they call."""
+        if_node = self.index.parent(g.test)
+        if not isinstance(if_node, ast.If):
+            return []
+        anc = set(map(id, self.index.ancestors(node))) | {id(node)}
+        if any(id(s) in anc for s in if_node.body):
+            stmts = list(if_node.body)
+        elif any(id(s) in anc for s in if_node.orelse):
+            stmts = list(if_node.orelse)
+        else:
+            parent = self.index.parent(if_node)
+            block = next((b for b in _child_blocks(parent) if any(s is if_node for s in b)), [])
+            stmts = block[block.index(if_node) + 1:] if if_node in block else []
+        out: list[ast.AST] = list(stmts)
+        for s in stmts:
+            for c in ast.walk(s):
+                if isinstance(c, ast.Call):
+                    out += [fi.node for fi in self.index.resolve_call(c)]
+        return out
+
+    def echoed_in_logs(self, g: Guard, node: ast.AST) -> bool:
+        """True when the logs hold a line that only the code `g` guards prints: the path ran,
+        whatever its default says."""
+        if not self.log_text:
+            return False
+        prefixes = self._prefixes()
+        if not prefixes:
+            return False
+        region = self._region(g, node)
+        inside = {id(x) for r in region for x in ast.walk(r)}
+        for p, calls in prefixes.items():
+            if all(id(c) in inside for c in calls) and p in self.log_text:
+                return True
+        return False
 
     def switch_for(self, node: ast.AST) -> EnvRead | None:
         """The env read behind the first guard around `node` that mentions one, for messages."""
@@ -222,12 +280,17 @@ class Switches:
                 var, default = env
                 got = self.config_value(var.lower(), var)
                 if got is not UNKNOWN:
+                    src = self.sources.get(var) or self.sources.get(var.lower())
+                    if src:
+                        return f"by the run command in {src} ({var}={got})"
                     return f"by the logged configuration ({var.lower()}: {got})"
                 return f"by its env default ({var}={default})"
             if not name:
                 continue
             for cand in (name, name.lower(), name.upper()):
                 if cand in self.config:
+                    if cand in self.sources:
+                        return f"by the run command in {self.sources[cand]} ({cand}={self.config[cand]})"
                     return f"by the logged configuration ({cand}: {self.config[cand]})"
             read = next((r for r in self.reads if r.attr == name), None)
             if read is not None:
@@ -245,6 +308,27 @@ class Switches:
             if v is not UNKNOWN:
                 return v
         return self.env_value(read.var, read.default)
+
+
+LOG_CALL = re.compile(r"^(log\w*|print\w*|info|warning|write)$", re.I)
+MIN_ECHO_PREFIX = 8
+
+
+def _constant_prefix(arg: ast.AST) -> str:
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    if isinstance(arg, ast.JoinedStr):
+        out = ""
+        for v in arg.values:
+            if not (isinstance(v, ast.Constant) and isinstance(v.value, str)):
+                break
+            out += v.value
+        return out
+    return ""
+
+
+def _child_blocks(node: ast.AST | None) -> list[list[ast.stmt]]:
+    return [b for f in ("body", "orelse", "finalbody") if isinstance(b := getattr(node, f, None), list)]
 
 
 def truthy(v: object) -> bool:
@@ -309,14 +393,17 @@ def env_call(node: ast.AST) -> tuple[str, object] | None:
 _SWITCH_CACHE: dict[tuple[int, tuple], Switches] = {}
 
 
-def switches(index: ModuleIndex, config: dict[str, str] | None) -> Switches:
-    """The Switches of one index under one configuration (cached)."""
+def switches(index: ModuleIndex, config: dict[str, str] | None, sources: dict[str, str] | None = None,
+             log_text: str = "") -> Switches:
+    """The Switches of one index under one configuration (cached). `sources` names where config
+    keys that did not come from the logs' echo were read (a README run command); `log_text` is the
+    logs' text, so a branch whose own log lines appear counts as on."""
     cfg = dict(config or {})
-    key = (id(index), tuple(sorted(cfg.items())))
+    key = (id(index), tuple(sorted(cfg.items())), tuple(sorted((sources or {}).items())), hash(log_text))
     hit = _SWITCH_CACHE.get(key)
     if hit is not None and hit.index is index:
         return hit
-    sw = Switches(index=index, config=cfg)
+    sw = Switches(index=index, config=cfg, sources=dict(sources or {}), log_text=log_text)
     for node in ast.walk(index.tree):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]

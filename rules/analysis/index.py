@@ -31,6 +31,16 @@ def dotted(node: ast.AST | None) -> str:
     return ".".join(reversed(parts))
 
 
+def table_base(node: ast.AST | None) -> str:
+    """The dotted name of the table a subscript reads: `full_tables[n][key]` -> `full_tables`.
+
+    Per-order table dicts/lists (`ctx_tables[n]`, `self.full_tables[n]`) are the usual shape of
+    n-gram caches, so nested subscripts are peeled before naming the base."""
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    return dotted(node)
+
+
 def call_name(call: ast.Call) -> str:
     """The last name of what is called: `foo` for foo(), `step` for opt.step()."""
     f = call.func

@@ -21,6 +21,7 @@ TARGET_NAMES = {"y", "tgt", "tgts", "target", "targets", "next_tok", "next_token
 CONTEXT_HINT = re.compile(r"(ctx|context|prev|hist|hash|h\d*$|^h_|prefix|state|key)", re.I)
 COMBINE_OPS = (ast.BitXor, ast.Mult, ast.Add, ast.LShift, ast.BitOr)
 COMBINE_CALLS = {"bitwise_xor", "bitwise_or", "add", "multiply", "left_shift", "hash", "hash_combine"}
+HASH_HELPER = re.compile(r"hash", re.I)
 UPDATE_METHODS = {"add_", "index_add_", "scatter_add_", "update", "increment", "put_"}
 
 
@@ -40,11 +41,13 @@ def _offset(idx: ast.AST) -> tuple[str, int] | None:
 class FunctionTables:
     fi: FunctionInfo
     defs: dict[str, list[ast.expr]] = field(default_factory=dict)      # local -> assigned values
+    elem_defs: dict[str, list[ast.expr]] = field(default_factory=dict)  # local -> values stored into its elements
     max_offset: dict[tuple[str, str], int] = field(default_factory=dict)   # (array, var) -> max offset
     has_context: set[tuple[str, str]] = field(default_factory=set)      # (array, var) read below max
 
-    def closure(self, expr: ast.AST, depth: int = 4) -> list[ast.AST]:
-        """`expr` and the values its names were assigned from, `depth` levels deep."""
+    def closure(self, expr: ast.AST, depth: int = 4, elements: bool = False) -> list[ast.AST]:
+        """`expr` and the values its names were assigned from, `depth` levels deep; with
+        `elements`, element stores count too (`best_p[idx] = p_ng[ok]` defines `best_p`)."""
         out = [expr]
         seen: set[str] = set()
         frontier = [expr]
@@ -52,9 +55,10 @@ class FunctionTables:
             nxt = []
             for e in frontier:
                 for n in ast.walk(e):
-                    if isinstance(n, ast.Name) and n.id not in seen and n.id in self.defs:
+                    if isinstance(n, ast.Name) and n.id not in seen and (n.id in self.defs or
+                                                                         elements and n.id in self.elem_defs):
                         seen.add(n.id)
-                        nxt += self.defs[n.id]
+                        nxt += self.defs.get(n.id, []) + (self.elem_defs.get(n.id, []) if elements else [])
             out += nxt
             frontier = nxt
             if not frontier:
@@ -95,6 +99,14 @@ class FunctionTables:
                     sides = (n.left, n.right)
                 elif isinstance(n, ast.Call) and dotted(n.func).split(".")[-1] in COMBINE_CALLS and len(n.args) >= 2:
                     sides = (n.args[0], n.args[1])
+                elif isinstance(n, ast.Call) and HASH_HELPER.search(dotted(n.func).split(".")[-1]) and len(n.args) >= 2:
+                    # a hash helper given the target among its arguments (`_batch_hash_full(tokens,
+                    # pos, targets, n, mask)`): the key it returns mixes the target with the rest
+                    args = [*n.args, *(k.value for k in n.keywords)]
+                    tgt_args = [a for a in args if any(self.is_target(t) or self._named_target(t) for t in ast.walk(a))]
+                    others = [a for a in args if a not in tgt_args and not isinstance(a, ast.Constant)]
+                    if tgt_args and others:
+                        sides = (ast.Tuple(elts=tgt_args, ctx=ast.Load()), ast.Tuple(elts=others, ctx=ast.Load()))
                 if sides is not None:
                     lt = [t for t in ast.walk(sides[0]) if self.is_target(t) or self._named_target(t)]
                     rt = [t for t in ast.walk(sides[1]) if self.is_target(t) or self._named_target(t)]
@@ -121,6 +133,8 @@ def tables_of(fi: FunctionInfo) -> FunctionTables:
             for t in n.targets:
                 for name in _names(t):
                     ft.defs.setdefault(name, []).append(n.value)
+                if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name):
+                    ft.elem_defs.setdefault(t.value.id, []).append(n.value)
         elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
             ft.defs.setdefault(n.target.id, []).append(n.value)
         elif isinstance(n, ast.Subscript):

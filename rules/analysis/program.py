@@ -12,6 +12,7 @@ from ..model import Evidence, RuleResult
 from .env import Switches, switches
 from .flow import Flow, build_flow
 from .index import ModuleIndex, ParseFailure, get_index
+from .launch import ctx_launch_evidence
 from .taint import Taint, val_taint
 from .ttt import TTTAnalysis
 
@@ -46,13 +47,14 @@ class Program:
 _CACHE: dict[tuple[str, int, tuple], Program] = {}
 
 
-def _build(src: SourceFile, config: dict[str, str]) -> Program:
+def _build(src: SourceFile, config: dict[str, str], sources: dict[str, str] | None = None,
+           log_text: str = "") -> Program:
     index = get_index(src.text)
-    key = (src.path, id(index), tuple(sorted(config.items())))
+    key = (src.path, id(index), tuple(sorted(config.items())), tuple(sorted((sources or {}).items())), hash(log_text))
     hit = _CACHE.get(key)
     if hit is not None and hit.index is index:
         return hit
-    sw = switches(index, config)
+    sw = switches(index, config, sources, log_text)
     taint = val_taint(index, sw)
     flow = build_flow(index, sw, taint)
     prog = Program(src, index, sw, taint, flow, TTTAnalysis(index, taint, sw))
@@ -84,13 +86,31 @@ def program_for(rule: ModuleType | Any, ctx: AuditContext) -> tuple[Program | No
         config = ctx.run_config()
     except Exception:  # noqa: BLE001
         config = {}
+    config, sources, log_text = with_launch_config(ctx, config)
     try:
-        return _build(src, config), None
+        return _build(src, config, sources, log_text), None
     except ParseFailure as e:
         return None, res("needs_review", f"{src.path}: {e.sentence}",
                          [Evidence(source="code", file=src.path, line=None, text=e.sentence)])
     except RecursionError:
         return None, res("needs_review", f"{src.path} is too deeply nested to analyse")
+
+
+def with_launch_config(ctx: AuditContext, config: dict[str, str]) -> tuple[dict[str, str], dict[str, str], str]:
+    """The logs' configuration, then (for keys the logs do not echo) the README / .sh run
+    command's environment; with where each added key came from and the logs' text."""
+    try:
+        launch = ctx_launch_evidence(ctx)
+    except Exception:  # noqa: BLE001 - configuration evidence is best effort
+        return config, {}, ""
+    merged = dict(config)
+    seen = {k.lower() for k in config}
+    sources: dict[str, str] = {}
+    for var, value in launch.env.items():
+        if var.lower() not in seen:
+            merged[var] = value
+            sources[var] = launch.where.get(var, "the run command")
+    return merged, sources, launch.log_text
 
 
 def other_sources(ctx: AuditContext) -> list[SourceFile]:

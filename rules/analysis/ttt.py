@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from .env import UNKNOWN, Switches, truthy
-from .index import FunctionInfo, ModuleIndex, is_no_grad_with, position
+from .index import FunctionInfo, ModuleIndex, dotted, is_no_grad_with, position
 from .taint import Taint
 
 ACC_RE = re.compile(r"(loss|nll|bits|logp|log_prob|score|ce_sum|xent|neg_log)", re.I)
@@ -98,7 +98,10 @@ class TTTAnalysis:
         ev: list[ast.AST] = []
         for n in self.index.own(fi.node):
             if is_no_grad_with(n):
-                if any(isinstance(c, ast.Call) and self.taint.expr(fi, c) for c in ast.walk(n)):
+                # a no-grad block scores only when it accumulates a loss (or calls a scorer): a
+                # frozen feature pass (SLOT's `hid = backbone(x)`) is not a score
+                if any(isinstance(c, ast.Call) and self.taint.expr(fi, c) for c in ast.walk(n)) and \
+                        self._accumulates(fi, n):
                     ev.append(n)
             elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
                 tname = _target_name(n.target)
@@ -118,6 +121,27 @@ class TTTAnalysis:
             ev.append(fi.node)
         self._score_events[fi.qualname] = ev
         return ev
+
+    def _accumulates(self, fi: FunctionInfo, block: ast.AST) -> bool:
+        for c in ast.walk(block):
+            if isinstance(c, ast.Call) and dotted(c.func).split(".")[-1] in ("cross_entropy", "nll_loss") and \
+                    any(k.arg == "reduction" and isinstance(k.value, ast.Constant) and k.value.value in ("none", "sum")
+                        for k in c.keywords):
+                return True                  # per-token (or summed) losses: the scoring form
+            if isinstance(c, ast.AugAssign) and isinstance(c.op, (ast.Add, ast.Sub)):
+                return True
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and \
+                    c.func.attr in ("append", "extend", "index_add_", "scatter_add_", "add_", "copy_"):
+                return True
+            if isinstance(c, ast.Subscript) and isinstance(c.ctx, ast.Store):
+                return True                  # per-token losses written into a buffer
+            if isinstance(c, ast.Return) and c.value is not None:
+                return True
+            if isinstance(c, ast.Call):
+                for t in self.index.resolve_call(c, with_fn_args=True):
+                    if t.qualname != fi.qualname and self.scores_val(t) and not self.trains_val(t):
+                        return True
+        return False
 
     def scores_val(self, fi: FunctionInfo) -> bool:
         hit = self._scores.get(fi.qualname)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 from ..model import Evidence, RuleResult
 
@@ -24,3 +24,13 @@ def log_ev(file: str, line: int | None, text: str) -> Evidence:
 
 def json_ev(file: str | None, text: str) -> Evidence:
     return Evidence(source="json", file=file, line=None, text=text[:300])
+
+
+def safe_check(rule: ModuleType | Any, fn: Callable[[Any], RuleResult], ctx: Any,
+               message: str = "the analysis could not finish ({error})") -> RuleResult:
+    """`fn(ctx)`, or needs_review naming the exception: a rule never raises on odd input.
+    Shared by the code rules' `check()` so the wrapper is written once."""
+    try:
+        return fn(ctx)
+    except Exception as e:  # noqa: BLE001 - a rule never raises
+        return result(rule, "needs_review", message.format(error=type(e).__name__))

@@ -33,7 +33,7 @@ from ..analysis.env import parse_literal
 from ..analysis.index import FunctionInfo, ParseFailure, call_name, dotted, walk_own
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
-from ._base import log_ev, result
+from ._base import log_ev, result, safe_check
 
 ID = "byte-accounting"
 CODE = "PG407"
@@ -47,11 +47,7 @@ LEADING = re.compile(r"(has_leading_space|leading_space|has_space|space_lut)", r
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    me = sys.modules[__name__]
-    try:
-        return _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+    return safe_check(sys.modules[__name__], _check, ctx)
 
 
 def _lut_builders(index) -> list[FunctionInfo]:

@@ -30,7 +30,7 @@ from ..analysis.facts import log_evidence, train_data_reads
 from ..analysis.taint import is_train_data_name
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
-from ._base import result
+from ._base import result, safe_check
 
 ID = "calibration-within-budget"
 CODE = "PG204"
@@ -40,11 +40,7 @@ BUDGET_S = 600.0
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    me = sys.modules[__name__]
-    try:
-        return _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+    return safe_check(sys.modules[__name__], _check, ctx)
 
 
 def _self_generated(log) -> bool:

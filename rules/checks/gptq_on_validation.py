@@ -8,7 +8,8 @@ on validation tokens are validation data shaping the shipped weights.
 
 Fires (fail) on: a calibration / Hessian-collection function (`collect_hessians`, `gptq_calibrate`,
 `calibrate_*`, AWQ scales...) that is called with validation-derived data or that reads validation
-shards itself (`DistributedTokenLoader(args.val_files, ...)`), an env switch such as
+shards itself (`DistributedTokenLoader(args.val_files, ...)`) — including a calibrator imported from a
+helper module (not defined in the script) whose name says so and which is given validation data —, an env switch such as
 `GPTQ_CALIB_SOURCE` resolving to `val` under the logged configuration, or a log saying the
 calibration source is validation. Does not fire on: calibration from the training loader (PG204
 judges its timing), AR self-generated calibration (#1019), a validation-calibration branch that the
@@ -23,11 +24,11 @@ import sys
 
 from ..analysis import program_for
 from ..analysis.env import UNKNOWN
-from ..analysis.index import walk_own
+from ..analysis.index import dotted, walk_own
 from ..analysis.taint import is_val_name
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
-from ._base import log_ev, result
+from ._base import log_ev, result, safe_check
 
 ID = "gptq-on-validation"
 CODE = "PG404"
@@ -38,11 +39,7 @@ CALIB_FN = re.compile(r"(hessian|calib|gptq|awq|smoothquant|collect_stats|act_sc
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    me = sys.modules[__name__]
-    try:
-        return _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+    return safe_check(sys.modules[__name__], _check, ctx)
 
 
 def _check(ctx: AuditContext) -> RuleResult:
@@ -83,13 +80,20 @@ def _check(ctx: AuditContext) -> RuleResult:
         if not runs(fi):
             continue
         for call in fi.calls:
-            targets = [t for t in index.resolve_call(call) if t.qualname in calib_names]
+            resolved = index.resolve_call(call)
+            targets = [f"{t.name}()" for t in resolved if t.qualname in calib_names]
+            if not resolved:
+                # a calibrator imported from a helper module is not in the script, but its name
+                # and a validation argument say the same thing
+                callee = dotted(call.func).split(".")[-1]
+                if CALIB_FN.search(callee) and not EVAL_FN.search(callee):
+                    targets = [f"{callee}() (defined outside the script)"]
             if not targets or not any(taint.expr(fi, a) for a in [*call.args, *(k.value for k in call.keywords)]):
                 continue
             if sw.off_guard(call):
                 offs.append(prog.evidence(call))
             else:
-                fails.append((f"{targets[0].name}() is called with validation data", [prog.evidence(call)]))
+                fails.append((f"{targets[0]} is called with validation data", [prog.evidence(call)]))
     for fi in calib:
         if not runs(fi):
             continue

@@ -30,7 +30,7 @@ from ..analysis.index import ParseFailure, dotted
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
 from . import _runs
-from ._base import result
+from ._base import result, safe_check
 
 ID = "network-access"
 CODE = "PG408"
@@ -53,11 +53,7 @@ SHELL_NET = re.compile(r"\b(wget|curl|git\s+clone|pip\s+install|huggingface-cli|
 
 def check(ctx: AuditContext) -> RuleResult:
     me = sys.modules[__name__]
-    try:
-        static = _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        static = result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
-    return _runs.merge(me, ctx, static)
+    return _runs.merge(me, ctx, safe_check(me, _check, ctx))
 
 
 def network_calls(index, ) -> list[tuple[ast.Call, str]]:

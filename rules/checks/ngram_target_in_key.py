@@ -17,7 +17,11 @@ Fires (fail) when code reachable at evaluation:
   (`min(nll_model, nll_cache)`, `torch.minimum(nll_a, nll_b)`);
 - gates a mixing weight / expert on a lookup of the target (`is_bnd[tokens[p]]` used for a beta or
   hint at position p).
-- (C/C++ kernels shipped beside the script) index a boundary/word-start table at `tokens[p]`.
+- (C/C++ kernels shipped beside the script) index a boundary/word-start table at `tokens[p]`, or at
+  a local alias of it (`auto tok = tokens_[p]; … is_bnd_[tok]`) before the position's hint/beta is
+  written (the #1420 shape; #1514 reads `is_bnd_[tok]` only after `hints[i] =`, to update state).
+Per-order nested tables (`full_tables[n][full_key]`) and keys returned by a hash helper given the
+target (`_batch_hash_full(tokens, pos, targets, n, mask)`) count like inline keys.
 Does not fire on: a joint (context, target) key used only to update counts, a read-time full-vocab
 distribution (`counts[ctx_key]` normalized over V, then indexed by the target), keys built from the
 strict prefix only, gates on `tokens[p-1]`, byte-count LUTs indexed by the target, or a path the
@@ -30,11 +34,11 @@ import re
 import sys
 
 from ..analysis import program_for
-from ..analysis.index import dotted, walk_own
+from ..analysis.index import dotted, table_base, walk_own
 from ..analysis.ngram import tables_of, table_reads
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
-from ._base import result
+from ._base import result, safe_check
 
 ID = "ngram-target-in-key"
 CODE = "PG402"
@@ -47,11 +51,7 @@ GATE_USE = re.compile(r"(gate|alpha|beta|weight|hint|expert|mix|boost|bias|lam|t
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    me = sys.modules[__name__]
-    try:
-        return _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+    return safe_check(sys.modules[__name__], _check, ctx)
 
 
 def _hashy(ft, idx: ast.AST) -> bool:
@@ -88,7 +88,7 @@ def _check(ctx: AuditContext) -> RuleResult:
         found: list[tuple[str, list[Evidence]]] = []
         # (a) table read with a target-combined key
         for sub in table_reads(fi, prog.index):
-            base = dotted(sub.value)
+            base = table_base(sub.value)
             idx = sub.slice
             if not base or not TABLE_NAME.search(base):
                 continue
@@ -114,7 +114,7 @@ def _check(ctx: AuditContext) -> RuleResult:
                                   f"({ast.unparse(n)[:60]}), an oracle choice of expert", [prog.evidence(n)]))
         # (c) a gate read at the target
         for sub in table_reads(fi, prog.index):
-            base = dotted(sub.value)
+            base = table_base(sub.value)
             if not base or not GATE_LUT.search(base):
                 continue
             idx = sub.slice
@@ -213,8 +213,8 @@ def _accumulated(prog, fi, n: ast.AST) -> bool:
 
 NATIVE_EXT = (".c", ".cc", ".cpp", ".cxx", ".h", ".hpp", ".cu")
 NATIVE_GATE = re.compile(
-    r"\b(is_bnd|is_ws|is_boundary\w*|bnd\w*|word_start\w*|is_word\w*|is_space\w*)\s*\[\s*"
-    r"(tokens|toks|tok|ids|seq|x)\s*\[\s*(p|pos|i|t|j)\s*\]\s*\]")
+    r"\b(?:is_bnd|is_ws|is_boundary|bnd|word_start|is_word|is_space)\w*\s*\[\s*"
+    r"(tokens|toks|tok|ids|seq|x)_?\s*\[\s*(p|pos|i|t|j)\s*\]\s*\]")
 
 
 def _native_gates(ctx: AuditContext) -> list[tuple[str, list[Evidence]]]:
@@ -233,10 +233,48 @@ def _native_gates(ctx: AuditContext) -> list[tuple[str, list[Evidence]]]:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        for i, line in enumerate(text.splitlines(), 1):
-            if NATIVE_GATE.search(line) and not line.lstrip().startswith(("//", "/*", "*")):
-                out.append((f"{rel} gates on {NATIVE_GATE.search(line).group(0)}, a property of the token being "
-                            "predicted (the fix reads tokens[p - 1], #1514)",
-                            [Evidence(source="code", file=rel, line=i, text=line.strip()[:300])]))
-                break
+        hit = _native_gate_line(text)
+        if hit is not None:
+            i, line, what = hit
+            out.append((f"{rel} gates on {what}, a property of the token being predicted (the fix reads "
+                        "tokens[p - 1], #1514)", [Evidence(source="code", file=rel, line=i, text=line.strip()[:300])]))
     return out
+
+
+# `auto tok = uint16_t(tokens_[p]);` — a local alias of the token at the scored position
+NATIVE_ALIAS = re.compile(r"\b(\w+)\s*=\s*[^;]*?\b(?:tokens|toks|ids|seq)_?\s*\[\s*(?:p|pos)\s*\]")
+NATIVE_LOOP = re.compile(r"^\s*(for|while)\s*\(")
+# the hint / beta for the position being written: after it, a target read is the count update
+NATIVE_HINT_WRITE = re.compile(r"\b(hints?|betas?|beta_out|hint_out|gate_out)\w*\s*\[[^\]]*\]\s*=[^=]")
+
+
+def _native_gate_line(text: str) -> tuple[int, str, str] | None:
+    """The first line reading a boundary LUT at the scored token, literally (`is_bnd[tokens[p]]`) or
+    through an alias assigned from `tokens_[p]`, before any hint/beta of that position is written.
+    The legal #1514 kernel reads `is_bnd_[tok]` too, but only in its update path after `hints[i] =`."""
+    aliases: dict[str, int] = {}       # alias -> line it was (re)assigned from tokens[p]
+    hint_written = False               # a hint/beta was written earlier in the current loop body
+    for i, line in enumerate(text.splitlines(), 1):
+        code = line.split("//", 1)[0]
+        if not code.strip() or code.lstrip().startswith(("/*", "*")):
+            continue
+        if NATIVE_LOOP.match(code):
+            hint_written = False
+        m = NATIVE_GATE.search(code)
+        if m:
+            return i, line, m.group(0)
+        for name in list(aliases):
+            lut = re.search(r"\b(is_bnd|is_ws|is_boundary|bnd|word_start|is_word|is_space)\w*\s*\[\s*" + re.escape(name)
+                            + r"\s*\]", code)
+            if lut and not hint_written:
+                return i, line, f"{lut.group(0)} (with {name} = the token at p)"
+        if NATIVE_HINT_WRITE.search(code):
+            hint_written = True
+        am = NATIVE_ALIAS.search(code)
+        if am:
+            aliases[am.group(1)] = i
+        elif am is None:
+            for name in list(aliases):
+                if re.search(r"\b" + re.escape(name) + r"\s*=[^=]", code):
+                    del aliases[name]       # re-assigned from something else
+    return None

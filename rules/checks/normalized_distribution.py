@@ -10,10 +10,13 @@ sum to 1 over token ids), excluded as "PPM-D/byte-mixture C2" in #1902; subset s
 (`PPM_SUBSET_TOKENS`, #1835; #1881: mixture BPB on 3M/8M tokens instead of the full split).
 
 Fires (fail), in code that runs at evaluation under the logged configuration:
-- a per-byte spread of a token probability: `exp(logp / n_bytes)`, `p ** (1 / n_bytes)`;
+- a per-byte spread of a token probability: `exp(logp / n_bytes)`, `p ** (1 / n_bytes)`, or the same
+  spread in log space (`token_logp / n_bytes`, #1835 family; a total such as `nll_sum / total_bytes`
+  is the BPB formula and does not count);
 - a subset switch (`PPM_SUBSET_TOKENS`, `EVAL_SUBSET`, `VAL_MAX_TOKENS`…) that is on;
 - a count ratio read with a key that hashes the target into a bucket, mixed into the scored
-  probability (gold-only "probability", bucket normalization).
+  probability (gold-only "probability", bucket normalization); the numerator is followed through
+  earlier assignments and nested per-order tables (`tables[n][key]`).
 needs_review: a count ratio with a per-context denominator (not a `.sum()` over the vocabulary)
 mixed into the score — normalization cannot be confirmed statically; a `*_FRAC` switch below 1
 (`VAL_DOC_FRACTION`) that may select a subset of the scored documents.
@@ -29,11 +32,11 @@ import sys
 
 from ..analysis import program_for
 from ..analysis.env import UNKNOWN, truthy
-from ..analysis.index import dotted, walk_own
+from ..analysis.index import dotted, table_base, walk_own
 from ..analysis.ngram import tables_of
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
-from ._base import result
+from ._base import result, safe_check
 
 ID = "normalized-distribution"
 CODE = "PG406"
@@ -41,16 +44,14 @@ TITLE = "Scored probabilities are a normalized distribution over the vocabulary"
 
 BYTE_NAME = re.compile(r"(byte|^nb$|^n_b$|^blen$|^nbyt)", re.I)
 SUBSET = re.compile(r"(SUBSET|(VAL|EVAL)_\w*(MAX_TOKENS|TOKEN_LIMIT|TOKENS_LIMIT|MAX_DOCS|FRAC)|MAX_EVAL_TOKENS)", re.I)
+LOGP_NAME = re.compile(r"(logp|log_prob|logprob|nll)", re.I)
+TOTAL_NAME = re.compile(r"(total|sum|count|cnt|tot_|all_|mean)", re.I)
 COUNT_TABLE = re.compile(r"(count|cnt|freq|table|hash|bucket|full|ngram|gram|ctx|pair|hist)", re.I)
 MIX_WEIGHT = re.compile(r"(alpha|lam|lambda|w_|weight|mix|beta|gate|a\b)", re.I)
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    me = sys.modules[__name__]
-    try:
-        return _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+    return safe_check(sys.modules[__name__], _check, ctx)
 
 
 def _byte_spread(n: ast.AST) -> bool:
@@ -62,6 +63,11 @@ def _byte_spread(n: ast.AST) -> bool:
         return div_by_bytes(arg)
     if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow):
         return div_by_bytes(n.right)
+    if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and div_by_bytes(n):
+        # the same spread written in log space (`token_logp / n_bytes`, PPM-D byte mixtures, #1835
+        # family); a total over the split (`nll_sum / total_bytes`) is the BPB formula, not a spread
+        left, right = ast.unparse(n.left), ast.unparse(n.right)
+        return LOGP_NAME.search(left) is not None and not TOTAL_NAME.search(left + " " + right)
     return False
 
 
@@ -84,7 +90,10 @@ def _count_ratio(ft, e: ast.AST) -> tuple[ast.BinOp, bool] | None:
         den = ast.unparse(n.right)
         if ".sum(" in den or "sum(" in den.replace(" ", "")[:4]:
             continue
-        subs = [s for s in ast.walk(n.left) if isinstance(s, ast.Subscript) and COUNT_TABLE.search(dotted(s.value) or "")]
+        # the numerator may reach the table through an earlier line (`full = tables[n][key]`,
+        # then `np.minimum(full, ctx) / ...`), and the tables may be nested per order
+        subs = [s for x in ft.closure(n.left) for s in ast.walk(x)
+                if isinstance(s, ast.Subscript) and COUNT_TABLE.search(table_base(s.value) or "")]
         if not subs:
             continue
         hashed_target = any(ft.combines_target(s.slice) is not None for s in subs)
@@ -134,7 +143,7 @@ def _check(ctx: AuditContext) -> RuleResult:
                                   "the vocabulary (#1872, #1902)", ev))
             if isinstance(n, (ast.Assign, ast.AugAssign)) and _is_mixture(n.value):
                 ft = ft or tables_of(fi)
-                for e in ft.closure(n.value, depth=2):
+                for e in ft.closure(n.value, depth=3, elements=True):
                     hit_ratio = _count_ratio(ft, e)
                     if hit_ratio is None:
                         continue

@@ -12,8 +12,10 @@ already-scored chunks (#549, #1493, #1812).
 
 How it decides (static, over the script the logs ran, see rules/analysis/ttt.py):
 - every `.backward()` on validation-derived values (followed through assignments, tuple unpacking,
-  subscript stores and call arguments) is a train site; a no_grad/inference_mode forward on
-  validation data, or an `acc += loss` into a loss accumulator, is a score event;
+  subscript stores and call arguments) is a train site; a no_grad/inference_mode block on
+  validation data that accumulates a loss (or computes per-token `reduction="none"` losses, or calls
+  a scorer), or an `acc += loss` into a loss accumulator, is a score event — a frozen feature pass
+  (SLOT's `hid = backbone(x)` before fitting a delta on the window's own targets) is not;
 - fail: a train site with no score before it (pre-quant TTT, adapt-then-score), a loop that trains
   before it scores, scoring inside an epoch loop (tokens re-scored after training), or a second
   validation evaluation after TTT whose number is reported;
@@ -36,7 +38,7 @@ from ..analysis.ttt import BAD_KINDS, Site
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
 from . import _runs
-from ._base import log_ev, result
+from ._base import log_ev, result, safe_check
 
 ID = "ttt-score-first"
 CODE = "PG401"
@@ -50,14 +52,17 @@ _KIND_TEXT = {
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    try:
-        static = _check(ctx)
-        if static.outcome in ("pass", "not_applicable"):
-            static = _log_check(ctx) or static
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        static = result(sys.modules[__name__], "needs_review",
-                        f"the TTT analysis could not finish ({type(e).__name__}); review the eval path by hand")
-    return _runs.merge(sys.modules[__name__], ctx, static)
+    me = sys.modules[__name__]
+    static = safe_check(me, _static_then_logs, ctx,
+                        "the TTT analysis could not finish ({error}); review the eval path by hand")
+    return _runs.merge(me, ctx, static)
+
+
+def _static_then_logs(ctx: AuditContext) -> RuleResult:
+    static = _check(ctx)
+    if static.outcome in ("pass", "not_applicable"):
+        static = _log_check(ctx) or static
+    return static
 
 
 def _log_check(ctx: AuditContext) -> RuleResult | None:

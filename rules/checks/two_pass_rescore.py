@@ -12,7 +12,10 @@ Fires (fail) on, under the configuration the logs show:
   is on;
 - one function with two sibling passes over validation data where the first only fills a
   table/cache (no lookups) and the second reads it while accumulating the loss;
-- a cache built from the whole validation split by one call and handed to a later scoring call.
+- a cache built from the whole validation split by one call and handed to a later scoring call;
+- a causal pass 1 (look up, then `cache.update_batch(...)`) followed in the same function by a
+  later loop that looks the completed cache up without updating it while accumulating a loss — the
+  #888 shape, found whatever the enabling switch is called.
 Does not fire on: a single causal pass that looks up before it updates (a precompute that reads
 its table before writing it is causal), several independent evaluations of a frozen model
 (roundtrip + sliding window), or a switch that is off (said so). Re-scoring after TTT is judged
@@ -29,7 +32,7 @@ from ..analysis.env import UNKNOWN, truthy
 from ..analysis.index import FunctionInfo, call_name, dotted, walk_own
 from ..context import AuditContext
 from ..model import Evidence, RuleResult
-from ._base import result
+from ._base import result, safe_check
 
 ID = "two-pass-rescore"
 CODE = "PG403"
@@ -38,14 +41,14 @@ TITLE = "No two-pass rescoring"
 SWITCH = re.compile(r"(FULL_RESCORE|TWOPASS|TWO_PASS|RESCORE|SECOND_PASS|2PASS|BUILD_FULL)", re.I)
 UPDATE_CALLS = {"add_", "index_add_", "scatter_add_", "put_", "update", "increment", "observe", "record",
                 "add_counts", "update_counts"}
+# cache methods named for what they do (`cache.update_batch`, `table.add_tokens`, `lookup_batch`)
+UPDATE_METHOD = re.compile(r"(^|_)(update|add|record|insert|observe|increment)(_|$)", re.I)
+READ_METHOD = re.compile(r"(lookup|query|predict|prob)", re.I)
+LOSS_ACC = re.compile(r"(loss|nll|bits|bpb|logp|xent)", re.I)
 
 
 def check(ctx: AuditContext) -> RuleResult:
-    me = sys.modules[__name__]
-    try:
-        return _check(ctx)
-    except Exception as e:  # noqa: BLE001 - a rule never raises
-        return result(me, "needs_review", f"the analysis could not finish ({type(e).__name__})")
+    return safe_check(sys.modules[__name__], _check, ctx)
 
 
 def _mutated(loop: ast.AST) -> dict[str, ast.AST]:
@@ -71,7 +74,7 @@ def _mutated(loop: ast.AST) -> dict[str, ast.AST]:
                     name = dotted(n.func.value)
                     if name:
                         out.setdefault(name, n)
-            elif isinstance(n.func, ast.Attribute) and n.func.attr in UPDATE_CALLS:
+            elif isinstance(n.func, ast.Attribute) and (n.func.attr in UPDATE_CALLS or UPDATE_METHOD.search(n.func.attr)):
                 name = dotted(n.func.value)
                 if name and not re.search(r"(loss|nll|log|result|out|hist|scores?)$", name, re.I):
                     out.setdefault(name, n)
@@ -84,7 +87,8 @@ def _reads(loop: ast.AST, name: str) -> list[ast.AST]:
         if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load) and dotted(n.value) == name:
             out.append(n)
         elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and dotted(n.func.value) == name \
-                and n.func.attr in ("get", "lookup", "query", "prob", "probs", "predict", "score"):
+                and (n.func.attr in ("get", "lookup", "query", "prob", "probs", "predict", "score")
+                     or READ_METHOD.search(n.func.attr)):
             out.append(n)
     return out
 
@@ -117,7 +121,10 @@ def _two_pass(prog, fi: FunctionInfo) -> list[tuple[str, list[Evidence]]]:
             written = _mutated(l1)
             if any(r for name in written for r in _reads(l1, name)
                    if not _is_lhs_of_update(r, prog.index.parents)):
-                continue               # looks its tables up while updating them: a causal pass
+                # looks its tables up while updating them: a causal pass, fine on its own, unless a
+                # later pass reads the completed tables again while accumulating the loss (#888)
+                out += _rescore_after_causal_pass(prog, fi, block, l1, written)
+                continue
             for name, wnode in written.items():
                 for l2 in loops[i + 1:]:
                     reads = _reads(l2, name)
@@ -129,6 +136,36 @@ def _two_pass(prog, fi: FunctionInfo) -> list[tuple[str, list[Evidence]]]:
                                      prog.evidence(reads[0], "pass 2 reads the full cache while scoring")]))
                         break
     return out
+
+
+def _rescore_after_causal_pass(prog, fi: FunctionInfo, block: list[ast.stmt], l1: ast.stmt,
+                               written: dict[str, ast.AST]) -> list[tuple[str, list[Evidence]]]:
+    """After a causal pass 1 (score, then update the cache), a later loop in the same block (or
+    under an `if` there) that looks the completed cache up without updating it and accumulates a
+    loss rescores every token against counts that include itself. Found by shape, not by the name
+    of the switch that enables it."""
+    later = block[block.index(l1) + 1:] if l1 in block else []
+    for name, wnode in written.items():
+        for k, s2 in enumerate(later):
+            if any(_rebinds(x, name) for x in later[:k]):
+                break                          # a fresh cache: the later passes start over
+            for l2 in (n for n in ast.walk(s2) if isinstance(n, (ast.For, ast.While))):
+                reads = _reads(l2, name)
+                if not reads or name in _mutated(l2):
+                    continue
+                acc = [n for n in ast.walk(l2) if isinstance(n, ast.AugAssign) and isinstance(n.op, (ast.Add, ast.Sub))
+                       and LOSS_ACC.search(ast.unparse(n.target))]
+                if acc and prog.switches.off_guard(l2) is None:
+                    return [(f"{fi.name}() scores the validation data while filling {name} (pass 1), then a later "
+                             f"pass reads the completed {name} again while accumulating {ast.unparse(acc[0].target)}, "
+                             "so every token is rescored against counts that include itself",
+                             [prog.evidence(wnode, "pass 1 fills the cache"),
+                              prog.evidence(reads[0], "pass 2 reads the full cache while scoring")])]
+    return []
+
+
+def _rebinds(stmt: ast.stmt, name: str) -> bool:
+    return any(isinstance(n, ast.Assign) and any(dotted(t) == name for t in n.targets) for n in ast.walk(stmt))
 
 
 def _check(ctx: AuditContext) -> RuleResult:

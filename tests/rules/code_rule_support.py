@@ -13,7 +13,7 @@ _HP_LINE = re.compile(r"^\s{2}([A-Za-z_][A-Za-z0-9_]*): (.*)$")
 _TRAIN_TIME = re.compile(r"stopping_early: wallclock_cap train_time:\s?(\d+)ms")
 _GPTQ = re.compile(r"GPTQ:collected (\d+) Hessians in ([\d.]+)s")
 _RESERVE = re.compile(r"gptq:reserving (\d+)s, effective=(\d+)ms")
-_SHARDS = re.compile(r"^train_shards: (\d+)$")
+_SHARDS = re.compile(r"(?:^|\s)train_shards:\s?(\d+)\b")
 _VALTOK = re.compile(r"^val_tokens: (\d+)$")
 _SCORE = re.compile(r"^(\S+) val_loss[:=]\s?([\d.]+) val_bpb[:=]\s?([\d.]+)")
 
@@ -44,7 +44,7 @@ def mini_parse_log(text: str, file: str) -> ParsedLog:
         if (m := _RESERVE.search(line)):
             log.gptq_reserve_ms = float(m.group(1)) * 1000
             log.where["gptq_reserve_ms"] = LogLine(i, line)
-        if (m := _SHARDS.match(line)):
+        if (m := _SHARDS.search(line)):
             log.train_shards = int(m.group(1))
             log.where["train_shards"] = LogLine(i, line)
         if (m := _VALTOK.match(line)):
