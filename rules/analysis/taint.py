@@ -104,6 +104,20 @@ class Taint:
             return self._expr(node.value, local)
         if isinstance(node, (ast.Lambda, ast.FunctionDef)):
             return False
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            # comprehension variables live in their own scope: `[shard(p) for p in train_files]`
+            # must not pick up the taint of a `p` from `[shard(p) for p in val_files]` elsewhere
+            inner = set(local)
+            for gen in node.generators:
+                names = self._targets(gen.target)
+                if self._expr(gen.iter, inner):
+                    inner.update(names)
+                else:
+                    inner.difference_update(names)
+                if any(self._expr(cond, inner) for cond in gen.ifs):
+                    inner.update(names)
+            parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            return any(self._expr(p, inner) for p in parts)
         return any(self._expr(c, local) for c in ast.iter_child_nodes(node))
 
     def _local_call(self, node: ast.Call, callees: list[FunctionInfo], local: set[str]) -> bool:
@@ -187,7 +201,7 @@ class Taint:
                 elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and node.value is not None:
                     if self._expr(node.value, local):
                         local.update(self._targets(node.target))
-                elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                elif isinstance(node, (ast.For, ast.AsyncFor)):
                     if self._expr(node.iter, local):
                         local.update(self._targets(node.target))
                 elif isinstance(node, ast.withitem) and node.optional_vars is not None:
@@ -273,7 +287,8 @@ class Taint:
         return self
 
 
-_FLOW_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.comprehension,
+# comprehensions are not here: their targets are scoped to the comprehension (see `_expr`)
+_FLOW_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor,
                ast.withitem, ast.NamedExpr, ast.Call)
 _MUTATORS = {"append", "extend", "insert", "add", "update", "copy_", "put", "appendleft"}
 

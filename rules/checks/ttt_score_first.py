@@ -101,9 +101,17 @@ def _check(ctx: AuditContext) -> RuleResult:
             cls = ttt.classify(fn)
             if cls is None:
                 continue
+            if cls.kind == "train_only":
+                # a helper that only trains (`train_on(model, opt, val, start, end)`) is legal or not
+                # by where it is called: judge the call site inside its caller's chunk loop
+                owner = prog.index.function_of(site.call)
+                if owner is not None:
+                    cls = ttt._site(owner, site.call, cls)
             where = [prog.evidence(cls.line)]
             if site.line != cls.line:
                 where.append(prog.evidence(site.line, f"calls {fn.name}()"))
+            elif cls.via is not None and cls.via.line != cls.line:
+                where.append(prog.evidence(cls.via.line))    # the update inside the helper
             if site.off is not None:
                 guard, guard_line = site.off
                 why = prog.switches.explain(guard) or f"({prog.line(guard_line)})"
