@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import zipfile
 from pathlib import Path
 
 import httpx
+
+from api.serve import stop_worker
 
 TERMINAL = {"passed", "failed", "needs_review", "error_infra", "cancelled"}
 
@@ -51,20 +52,6 @@ def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 90.0) -> N
             pass
         time.sleep(0.3)
     raise RuntimeError(f"the server did not become healthy within {timeout:.0f} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
 
 def _submit_and_wait(client: httpx.Client, token: str, folder: Path, timeout: float = 180.0) -> dict:
@@ -146,5 +133,5 @@ def run_service_demo(argv: list[str]) -> int:
         print(f"demo: {exc} (see {log_path})", file=sys.stderr)
         return 1
     finally:
-        _stop(proc)
+        stop_worker(proc, timeout=30)
     return 0 if ok else 1

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from store import repo
 from store.blobs import BlobStore
+from store.db import transaction
 from store.settings import Settings
 
 from .errors import ApiError
@@ -34,15 +35,8 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = request.app.state.sessionmaker()
-    try:
+    with transaction(request.app.state.sessionmaker) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_blobs(request: Request) -> BlobStore:

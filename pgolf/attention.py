@@ -23,12 +23,6 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
 _SDPA_BACKEND = os.environ.get("PGOLF_SDPA_BACKEND", "auto")
 
 
-def backend_name(device_type: str) -> str:
-    if device_type == "cuda" and _fa3 is not None:
-        return "fa3"
-    return f"sdpa-{_SDPA_BACKEND}" if device_type == "cuda" else "sdpa-math"
-
-
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """q [B,T,H,D], k/v [B,T,Hkv,D] -> [B,T,H,D]; causal, scale 1/sqrt(D), no dropout."""
     if q.is_cuda and _fa3 is not None:

@@ -79,10 +79,9 @@ class BPBAccumulator:
         self.sums[2] += target_bytes(prev, tgt, luts).double().sum()
 
     def all_reduce(self) -> None:
-        import torch.distributed as dist
+        from pgolf.distributed import all_reduce_sum
 
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.sums, op=dist.ReduceOp.SUM)
+        all_reduce_sum(self.sums)
 
     def result(self) -> tuple[float, float]:
         return bpb_from_sums(*self.sums.tolist())

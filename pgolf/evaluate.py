@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.bpb import BPBAccumulator, bpb_from_sums, target_bytes
+from pgolf.distributed import all_reduce_sum as _all_reduce_sum
 
 
 def _device_of(model) -> torch.device:
@@ -31,13 +32,6 @@ def _autocast(device: torch.device, dtype):
 
 def _default_autocast(device: torch.device):
     return torch.bfloat16 if device.type == "cuda" else None
-
-
-def _all_reduce_sum(t: torch.Tensor) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
 # ----------------------------------------------------------------------------------------------------------

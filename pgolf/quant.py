@@ -45,11 +45,6 @@ def _bank_slots(num_layers: int) -> dict[str, list[str]]:
     }
 
 
-def _find_bank_key(sd: dict, bank: str) -> str | None:
-    keys = [k for k in sd if k == bank or k.endswith("." + bank)]
-    return keys[0] if keys else None
-
-
 def unbank_state_dict(sd: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
     """Split each bank into per-layer 2-D tensors; every other key is kept as is (order preserved)."""
     slots = _bank_slots(num_layers)

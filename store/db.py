@@ -75,7 +75,14 @@ def session_factory(url: str) -> sessionmaker[Session]:
 @contextlib.contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    session = session_factory(url)()
+    with transaction(session_factory(url)) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session from `factory` that commits on success and rolls back on error."""
+    session = factory()
     try:
         yield session
         session.commit()
