@@ -183,6 +183,14 @@ class TTTAnalysis:
         self._classify[fi.qualname] = worst
         return worst
 
+    def classify_call(self, owner: FunctionInfo | None, call: ast.Call, callee: FunctionInfo) -> Site | None:
+        """`callee`'s train site as seen from one call: a helper that only trains is legal or not
+        by where it is called (inside the caller's chunk loop, after that chunk was scored)."""
+        inner = self.classify(callee)
+        if inner is None or inner.kind != "train_only" or owner is None:
+            return inner
+        return self._site(owner, call, inner)
+
     def _site(self, fi: FunctionInfo, node: ast.AST, via: Site | None) -> Site:
         events = self.score_events(fi)
         pos = position(node)

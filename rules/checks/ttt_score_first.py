@@ -98,15 +98,9 @@ def _check(ctx: AuditContext) -> RuleResult:
             if not ttt.trains_val(fn):
                 continue
             called.add(fn.qualname)
-            cls = ttt.classify(fn)
+            cls = ttt.classify_call(prog.index.function_of(site.call), site.call, fn)
             if cls is None:
                 continue
-            if cls.kind == "train_only":
-                # a helper that only trains (`train_on(model, opt, val, start, end)`) is legal or not
-                # by where it is called: judge the call site inside its caller's chunk loop
-                owner = prog.index.function_of(site.call)
-                if owner is not None:
-                    cls = ttt._site(owner, site.call, cls)
             where = [prog.evidence(cls.line)]
             if site.line != cls.line:
                 where.append(prog.evidence(site.line, f"calls {fn.name}()"))
